@@ -43,13 +43,20 @@ function runExec(name: HookName, command: string, event: HookEvents[HookName], t
     const child = spawn("/bin/sh", ["-c", command], {
       env: { ...process.env, ...eventEnv(name, event) },
       stdio: ["ignore", "inherit", "pipe"],
+      detached: true, // its own process group, so a timeout kills the command's children too
     });
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => {
       stderr = (stderr + d.toString("utf8")).slice(-4000);
       process.stderr.write(d);
     });
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const timer = setTimeout(() => {
+      try {
+        if (child.pid) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        child.kill("SIGKILL");
+      }
+    }, timeoutMs);
     child.on("error", (error) => {
       clearTimeout(timer);
       reject(new Error(`cannot run \`${command}\`: ${error.message}`));

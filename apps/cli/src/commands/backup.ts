@@ -1,0 +1,50 @@
+import type { BackupResult, LifeboatError } from "@lifeboat/core";
+import type { Command } from "commander";
+import { loadLifeboat } from "../load.js";
+import { type CommonFlags, withCommon } from "../main.js";
+import { createOutput, formatBytes } from "../output.js";
+
+interface Flags extends CommonFlags {
+  readonly reason: string;
+  readonly to?: string[];
+}
+
+export function registerBackup(program: Command): void {
+  withCommon(program.command("backup"))
+    .description("take a verified snapshot of a database and store it on every target")
+    .argument("[db]", "database name from the config, or a database path (with --to); default: every database")
+    .option("-r, --reason <text>", "why (recorded in the manifest)", "manual")
+    .option("--to <location...>", "store here instead of the config's targets (a directory or a URL)")
+    .action(async (db: string | undefined, flags: Flags) => {
+      const out = createOutput(flags.json);
+      const lb = await loadLifeboat(db, flags);
+      try {
+        const names = db === undefined ? lb.databases : [flags.to ? lb.databases[0]! : db];
+        const results: BackupResult[] = [];
+        for (const name of names) {
+          const result = await lb
+            .backup(name, { reason: flags.reason, onProgress: out.progress })
+            .finally(out.endProgress);
+          results.push(result);
+          const m = result.manifest;
+          out.line(`Backed up ${m.database.name} (${m.database.path}) as ${result.id}`);
+          out.line(
+            `  ${formatBytes(m.content.size)}, ${m.source.tables.length} tables, ${m.source.tables.reduce((n, t) => n + t.rows, 0)} rows, user_version ${m.source.userVersion}, ${m.integrity.check}: ${m.integrity.ok ? "ok" : "FAILED"}, ${(result.durationMs / 1000).toFixed(1)} s`,
+          );
+          for (const t of result.targets) out.line(`  -> ${t.target}: ${t.location}/${t.key}`);
+        }
+        out.result({ ok: true, backups: results });
+      } catch (error) {
+        const partial = (error as LifeboatError).details?.result as BackupResult | undefined;
+        if (partial && !flags.json) {
+          for (const t of partial.targets)
+            out.line(
+              `  ${t.ok ? "ok    " : "FAILED"} ${t.target} (${t.location})${t.error ? `: ${t.error.message}` : ""}`,
+            );
+        }
+        throw error;
+      } finally {
+        await lb.close();
+      }
+    });
+}

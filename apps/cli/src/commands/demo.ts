@@ -1,0 +1,80 @@
+/**
+ * `lifeboat demo`: the README's first command. Creates a sample shop database, backs it up to a
+ * local folder with the real CLI, damages it like a bad migration would, and restores it.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { execSql, queryRows } from "@lifeboat/sqlite";
+import type { Command } from "commander";
+import { configTemplate } from "./init.js";
+
+const MARKER = ".lifeboat-demo";
+
+export function registerDemo(program: Command): void {
+  program
+    .command("demo")
+    .description("a guided demo: create a sample database, back it up, damage it, restore it")
+    .option("--dir <dir>", "where to put the demo's files (recreated on every run)", "./lifeboat-demo")
+    .action(async (flags: { dir: string }) => {
+      const dir = resolve(flags.dir);
+      if (existsSync(dir)) {
+        if (!existsSync(join(dir, MARKER))) {
+          throw new Error(`${dir} exists and was not made by the demo; choose another --dir.`);
+        }
+        rmSync(dir, { recursive: true, force: true });
+      }
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, MARKER), "made by lifeboat demo; safe to delete\n");
+      const db = join(dir, "shop.db");
+      const say = (text: string) => process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
+      const run = (...args: string[]) => {
+        process.stdout.write(`$ lifeboat ${args.join(" ")}\n`);
+        const child = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, ...args], {
+          cwd: dir,
+          stdio: "inherit",
+        });
+        if (child.status !== 0) throw new Error(`lifeboat ${args[0]} exited ${child.status}`);
+      };
+      const show = () => {
+        const rows = queryRows(
+          db,
+          "SELECT (SELECT count(*) FROM customers) AS customers, (SELECT count(*) FROM orders) AS orders, (SELECT printf('%.2f', coalesce(sum(total), 0)) FROM orders) AS revenue",
+        )[0]!;
+        process.stdout.write(`   customers: ${rows.customers}   orders: ${rows.orders}   revenue: ${rows.revenue}\n`);
+      };
+
+      say(`1. A sample shop database: ${db}`);
+      execSql(
+        db,
+        `PRAGMA journal_mode = WAL;
+         CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT UNIQUE);
+         CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id), total REAL, placed_at TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+           INSERT INTO customers SELECT i, 'Customer ' || i, 'c' || i || '@example.com' FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+           INSERT INTO orders SELECT i, 1 + (i * 7) % 500, round(5 + (i * 37) % 200 + 0.99, 2), datetime('2026-01-01', '+' || i || ' minutes') FROM n;
+         PRAGMA user_version = 3;`,
+      );
+      show();
+      writeFileSync(join(dir, "lifeboat.yml"), configTemplate("shop", "./shop.db", "./backups"));
+      process.stdout.write(`   config: ${join(dir, "lifeboat.yml")} (a local backup folder, ./backups)\n`);
+
+      say("2. Back it up (a consistent snapshot, integrity-checked, sha256 in its manifest)");
+      run("backup", "--reason", "demo");
+      run("list");
+
+      say("3. Disaster: a bad migration deletes most orders and wipes every email");
+      execSql(db, "DELETE FROM orders WHERE id > 100; UPDATE customers SET email = NULL; PRAGMA user_version = 4;");
+      show();
+
+      say("4. Preview the restore, then restore (the damaged file is kept as a safety copy)");
+      run("restore", "--dry-run");
+      run("restore", "--latest", "--yes");
+      show();
+
+      say("5. Verify every stored backup (checksums + a trial restore with integrity_check)");
+      run("verify");
+      process.stdout.write(`\nDone. Everything is in ${dir}; try \`cd ${flags.dir} && lifeboat list\`.\n`);
+    });
+}

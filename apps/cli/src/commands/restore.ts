@@ -1,0 +1,76 @@
+import type { RestoreResult } from "@lifeboat/core";
+import type { Command } from "commander";
+import { loadLifeboat } from "../load.js";
+import { type CommonFlags, withCommon } from "../main.js";
+import { createOutput, formatBytes, table } from "../output.js";
+import { ask, canAsk } from "../prompt.js";
+
+interface Flags extends CommonFlags {
+  readonly backup?: string;
+  readonly latest?: boolean;
+  readonly output?: string;
+  readonly dryRun?: boolean;
+  readonly yes?: boolean;
+  readonly confirm?: string[];
+  readonly from?: string;
+  readonly to?: string[];
+  readonly integrity: "full" | "quick" | "off";
+}
+
+export function registerRestore(program: Command): void {
+  withCommon(program.command("restore"))
+    .description("restore a backup over the database (or to --output), safely")
+    .argument("[db]", "database name or path (default: the only database in the config)")
+    .option("-b, --backup <id>", "the backup to restore (an id or a unique prefix; see lifeboat list)")
+    .option("--latest", "the newest good backup (the default)")
+    .option("-o, --output <path>", "write here instead of over the database")
+    .option("-n, --dry-run", "show what would change; change nothing")
+    .option("-y, --yes", "do not ask before replacing an existing database")
+    .option("--confirm <phrase...>", "typed confirmation phrases a guard asks for")
+    .option("--from <target>", "read from this target (its name in the config)")
+    .option("--to <location...>", "read from this location instead of the config's targets")
+    .option("--integrity <mode>", "check of the restored file before it is put in place: full, quick, off", "quick")
+    .action(async (db: string | undefined, flags: Flags) => {
+      const out = createOutput(flags.json);
+      const lb = await loadLifeboat(db, flags);
+      try {
+        const name = flags.to ? lb.databases[0] : db;
+        const result: RestoreResult = await lb
+          .restore(name, {
+            ...(flags.backup ? { backupId: flags.backup } : {}),
+            ...(flags.output ? { output: flags.output } : {}),
+            ...(flags.from ? { from: flags.from } : {}),
+            dryRun: Boolean(flags.dryRun),
+            yes: Boolean(flags.yes),
+            phrases: flags.confirm ?? [],
+            integrity: flags.integrity,
+            ...(canAsk() && !flags.yes ? { ask } : {}),
+            onProgress: out.progress,
+          })
+          .finally(out.endProgress);
+        out.line(
+          `${result.dryRun ? "Would restore" : "Restored"} backup ${result.backupId} (${result.createdAt}, ${formatBytes(result.sizeBytes)}) from ${result.target} ${result.dryRun ? "to" : "into"} ${result.output}`,
+        );
+        out.line(
+          table(
+            ["TABLE", "CURRENT ROWS", "BACKUP ROWS", "DIFFERENCE"],
+            result.tables.map((t) => [
+              t.name,
+              t.currentRows ?? "-",
+              t.backupRows ?? "-",
+              t.difference > 0 ? `+${t.difference}` : String(t.difference),
+            ]),
+          ),
+        );
+        out.line(`user_version: ${result.userVersion.current ?? "-"} -> ${result.userVersion.backup}`);
+        if (result.dryRun) out.line("Dry run: nothing was changed.");
+        else {
+          if (result.integrity) out.line(`${result.integrity.check}: ${result.integrity.ok ? "ok" : "FAILED"}`);
+          if (result.safetyCopy) out.line(`The replaced database was kept at ${result.safetyCopy}`);
+        }
+        out.result({ ok: true, restore: result });
+      } finally {
+        await lb.close();
+      }
+    });
+}
