@@ -1,0 +1,136 @@
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { describe, expect, it } from "vitest";
+import { cli, count, holdOpen, json, makeShop, tempDir } from "./helpers.js";
+
+function findFiles(dir: string, suffix: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: "utf8" })
+    .filter((f) => f.endsWith(suffix))
+    .map((f) => join(dir, f));
+}
+
+describe("lifeboat backup / list / restore (no config)", () => {
+  it("backs up to a folder with a manifest whose sha256 matches the stored object", () => {
+    const dir = tempDir();
+    const db = join(dir, "shop.db");
+    makeShop(db);
+    const result = cli(["backup", db, "--to", join(dir, "backups"), "--reason", "before-upgrade", "--json"]);
+    expect(result.code, result.stderr).toBe(0);
+    const out = json(result);
+    expect(out.ok).toBe(true);
+    const manifestFile = findFiles(join(dir, "backups", "shop"), ".json").find((f) => f.includes("/snapshots/"))!;
+    const manifest = JSON.parse(readFileSync(manifestFile, "utf8"));
+    expect(manifest.reason).toBe("before-upgrade");
+    expect(manifest.source.userVersion).toBe(7);
+    expect(manifest.source.tables).toEqual(
+      expect.arrayContaining([
+        { name: "customers", rows: 50 },
+        { name: "orders", rows: 1000 },
+      ]),
+    );
+    expect(manifest.integrity.ok).toBe(true);
+    expect(manifest.tool.version).toMatch(/^\d+\.\d+\.\d+/);
+    const object = join(dir, "backups", manifest.object.key);
+    const bytes = readFileSync(object);
+    expect(bytes.length).toBe(manifest.object.size);
+    expect(createHash("sha256").update(bytes).digest("hex")).toBe(manifest.object.sha256);
+    expect(bytes.subarray(0, 16).toString("latin1")).toBe("SQLite format 3\0");
+    expect(statSync(object).mode & 0o777).toBe(0o600);
+
+    const list = cli(["list", db, "--to", join(dir, "backups")]);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toContain(manifest.id);
+    expect(list.stdout).toContain("before-upgrade");
+  });
+
+  it("restores over a damaged database, keeping the damaged one as a safety copy", () => {
+    const dir = tempDir();
+    const db = join(dir, "shop.db");
+    const backups = join(dir, "backups");
+    makeShop(db);
+    expect(cli(["backup", db, "--to", backups]).code).toBe(0);
+    writeFileSync(join(dir, "marker"), "x");
+    // The "bad migration".
+    const conn = new Database(db);
+    conn.exec("DELETE FROM orders WHERE id > 10; PRAGMA user_version = 8;");
+    conn.close();
+    expect(count(db, "orders")).toBe(10);
+
+    const dry = cli(["restore", db, "--to", backups, "--dry-run"]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/orders\s+10\s+1000\s+\+990/);
+    expect(dry.stdout).toContain("user_version: 8 -> 7");
+    expect(count(db, "orders")).toBe(10);
+
+    const refused = cli(["restore", db, "--to", backups]);
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toContain("CONFIRMATION_REQUIRED");
+    expect(refused.stderr).toContain("--yes");
+    expect(count(db, "orders")).toBe(10);
+
+    const restored = cli(["restore", db, "--to", backups, "--yes", "--json"]);
+    expect(restored.code, restored.stderr).toBe(0);
+    const out = json(restored);
+    expect(count(db, "orders")).toBe(1000);
+    expect(existsSync(`${db}-wal`)).toBe(false);
+    expect(out.restore.safetyCopy).toBeTruthy();
+    expect(count(out.restore.safetyCopy, "orders")).toBe(10);
+  });
+
+  it("refuses a corrupt backup object, names it, and changes nothing", () => {
+    const dir = tempDir();
+    const db = join(dir, "shop.db");
+    const backups = join(dir, "backups");
+    makeShop(db);
+    expect(cli(["backup", db, "--to", backups]).code).toBe(0);
+    const object = findFiles(backups, ".snap")[0]!;
+    const bytes = readFileSync(object);
+    bytes[bytes.length - 100] ^= 0xff;
+    writeFileSync(object, bytes);
+    const before = readFileSync(db);
+    const result = cli(["restore", db, "--to", backups, "--yes"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("CORRUPT_BACKUP");
+    expect(result.stderr).toContain(".snap");
+    expect(readFileSync(db).equals(before)).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.includes("lifeboat-restore"))).toEqual([]);
+
+    const verify = cli(["verify", db, "--to", backups]);
+    expect(verify.code).toBe(1);
+    expect(verify.stdout).toMatch(/FAILED .*\.snap: sha256/);
+  });
+
+  it("refuses to restore over a database another process has open", async () => {
+    const dir = tempDir();
+    const db = join(dir, "shop.db");
+    const backups = join(dir, "backups");
+    makeShop(db);
+    expect(cli(["backup", db, "--to", backups]).code).toBe(0);
+    const holder = await holdOpen(db, false);
+    try {
+      const result = cli(["restore", db, "--to", backups, "--yes"]);
+      expect(result.code).toBe(3);
+      expect(result.stderr).toContain("DATABASE_LOCKED");
+    } finally {
+      holder.stop();
+    }
+    expect(count(db, "orders")).toBe(1000);
+  });
+
+  it("restores to another path with --output and verifies", () => {
+    const dir = tempDir();
+    const db = join(dir, "shop.db");
+    const backups = join(dir, "backups");
+    makeShop(db, 300);
+    expect(cli(["backup", db, "--to", backups]).code).toBe(0);
+    const copy = join(dir, "copy.db");
+    const result = cli(["restore", db, "--to", backups, "--output", copy]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(count(copy, "orders")).toBe(300);
+    const verify = cli(["verify", db, "--to", backups, "--json"]);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+    expect(json(verify).databases[0].restores[0].integrity.check).toBe("integrity_check");
+  });
+});

@@ -1,0 +1,92 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { cli, makeShop, tempDir } from "./helpers.js";
+
+describe("bad input: a clear message, a non-zero exit, nothing changed", () => {
+  const dir = tempDir("bad");
+  const db = join(dir, "shop.db");
+  makeShop(db, 100);
+  const backups = join(dir, "backups");
+
+  it.each([
+    ["a missing database", [join(dir, "nope.db")], "DATABASE_NOT_FOUND", 1],
+    ["a file that is not SQLite", [join(dir, "notes.txt")], "NOT_A_DATABASE", 1],
+    ["a directory", [dir], "NOT_A_DATABASE", 1],
+  ])("backup of %s", (_label, args, code, exit) => {
+    writeFileSync(join(dir, "notes.txt"), "hello, I am not a database\n".repeat(20));
+    const result = cli(["backup", ...args, "--to", backups]);
+    expect(result.code).toBe(exit);
+    expect(result.stderr).toContain(code);
+    expect(result.stderr).toContain("what to do:");
+    expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it("malformed YAML, unknown keys, unknown plugins", () => {
+    const cfg = join(dir, "bad.yml");
+    writeFileSync(cfg, "databases:\n  - path: ./shop.db\n   targets: x\n");
+    let r = cli(["backup", "--config", cfg]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/not valid YAML \(line \d+/);
+
+    writeFileSync(cfg, "databases:\n  - path: ./shop.db\n    targets: [{ type: local, path: ./b }]\n    retention: { keeplast: 3 }\n");
+    r = cli(["backup", "--config", cfg]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("databases[0].retention.keeplast: unknown key");
+
+    writeFileSync(cfg, "databases:\n  - path: ./shop.db\n    targets: [{ type: ftp, path: ./b }]\n");
+    r = cli(["backup", "--config", cfg]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('databases[0].targets[0].type: unknown storage plugin "ftp"');
+
+    writeFileSync(cfg, "databases:\n  - path: ./shop.db\n    targets: [{ type: '@acme/lifeboat-ftp' }]\n");
+    r = cli(["backup", "--config", cfg]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("cannot find the plugin");
+
+    r = cli(["list", "--config", join(dir, "missing.yml")]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("lifeboat init");
+  });
+
+  it("an unusable target directory", () => {
+    writeFileSync(join(dir, "afile"), "x");
+    const r = cli(["backup", db, "--to", join(dir, "afile", "sub")]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(join(dir, "afile"));
+  });
+
+  const mounts: string[] = [];
+  afterAll(() => {
+    for (const m of mounts) execFileSync("umount", ["-l", m]);
+  });
+
+  it("disk full during backup leaves no partial object and keeps older backups", () => {
+    const small = join(tempDir("full"), "mnt");
+    mkdirSync(small);
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=400k", "tmpfs", small]);
+    mounts.push(small);
+    const tiny = join(dir, "tiny.db");
+    makeShop(tiny, 10);
+    expect(cli(["backup", tiny, "--to", small]).code).toBe(0);
+    makeShop(join(dir, "big.db"), 20_000);
+    const r = cli(["backup", join(dir, "big.db"), "--to", small]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("DISK_FULL");
+    const files = readdirSync(small, { recursive: true, encoding: "utf8" });
+    const isFile = (f: string) => statSync(join(small, f)).isFile();
+    expect(files.filter((f) => f.startsWith("big/") && f.includes("/snapshots/"))).toEqual([]);
+    expect(files.filter((f) => f.includes("tmp") && isFile(f))).toEqual([]);
+    expect(files.filter((f) => f.startsWith("tiny/") && f.endsWith(".snap"))).toHaveLength(1);
+  });
+
+  it("every command has --help", () => {
+    for (const command of ["init", "backup", "list", "restore", "verify", "prune"]) {
+      const r = cli([command, "--help"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("--json");
+      expect(r.stdout).toContain("--config");
+    }
+  });
+});
