@@ -158,6 +158,33 @@ export async function restore(db: DatabaseContext, options: RestoreOptions = {})
     return { ...plan, dryRun: true, safetyCopy: null, integrity: null, durationMs: Date.now() - started };
   }
 
+  await confirmRestore(db, plan, options, manifest.source.environment);
+
+  const temp = tempPathFor(output, "restore");
+  let integrity: IntegrityResult;
+  try {
+    await download(db, repo, manifest, temp, options);
+    integrity = await checkRestoredFile(db, temp, options.integrity ?? db.integrity, `Backup ${manifest.id} (${manifest.object.key} on ${repo.where})`);
+  } catch (error) {
+    await removeQuietly(temp);
+    throw error;
+  }
+  const safetyCopy = await installRestoredFile(db, temp, output, plan.outputExists);
+  await db.hooks.run("afterRestore", { database: { name: db.name, path: db.path }, backupId: manifest.id, output });
+  return { ...plan, dryRun: false, safetyCopy, integrity, durationMs: Date.now() - started };
+}
+
+/**
+ * Everything before a restore touches anything: the output must be a file nobody uses; guards
+ * allow it; confirmation is given when it replaces a database; `beforeRestore` hooks agree.
+ */
+export async function confirmRestore(
+  db: DatabaseContext,
+  plan: RestorePlan,
+  options: ConfirmOptions,
+  backupEnvironment: string | null,
+): Promise<void> {
+  const { output } = plan;
   if (plan.outputExists) {
     const info = await stat(output);
     if (!info.isFile()) {
@@ -172,31 +199,32 @@ export async function restore(db: DatabaseContext, options: RestoreOptions = {})
     "restore",
     plan.outputExists,
     options,
-    { backupId: manifest.id, output, backupEnvironment: manifest.source.environment },
-    `Replace ${output} with backup ${manifest.id} from ${manifest.createdAt}? [y/N]`,
+    { backupId: plan.backupId, output, backupEnvironment },
+    `Replace ${output} with backup ${plan.backupId} from ${plan.createdAt}? [y/N]`,
   );
-  await db.hooks.run("beforeRestore", { database: { name: db.name, path: db.path }, backupId: manifest.id, output });
+  await db.hooks.run("beforeRestore", { database: { name: db.name, path: db.path }, backupId: plan.backupId, output });
+}
 
-  const temp = tempPathFor(output, "restore");
-  let integrity: IntegrityResult;
-  try {
-    await download(db, repo, manifest, temp, options);
-    integrity = await db.driver.checkIntegrity(temp, options.integrity ?? db.integrity);
-    if (!integrity.ok) {
-      throw new LifeboatError(
-        ErrorCodes.INTEGRITY_FAILED,
-        `Backup ${manifest.id} (${manifest.object.key} on ${repo.where}) fails ${integrity.check}: ${integrity.messages.slice(0, 3).join("; ")}`,
-        { hint: "Nothing was changed. Restore another backup (lifeboat list) and run `lifeboat verify`." },
-      );
-    }
-  } catch (error) {
-    await removeQuietly(temp);
-    throw error;
+/** Integrity check of a restored temp file; throws `INTEGRITY_FAILED` naming `what`. */
+export async function checkRestoredFile(db: DatabaseContext, file: string, mode: IntegrityMode, what: string): Promise<IntegrityResult> {
+  const integrity = await db.driver.checkIntegrity(file, mode);
+  if (!integrity.ok) {
+    throw new LifeboatError(ErrorCodes.INTEGRITY_FAILED, `${what} fails ${integrity.check}: ${integrity.messages.slice(0, 3).join("; ")}`, {
+      hint: "Nothing was changed. Restore another backup or point in time (lifeboat list) and run `lifeboat verify`.",
+    });
   }
+  return integrity;
+}
 
+/**
+ * Puts a verified temp file in place of `output`: keeps the replaced database as a safety copy,
+ * renames atomically, fsyncs the directory; on failure puts the original back. Returns the safety
+ * copy's path (null when nothing was replaced). The temp file is gone afterwards either way.
+ */
+export async function installRestoredFile(db: DatabaseContext, temp: string, output: string, outputExists: boolean): Promise<string | null> {
   let safetyCopy: string | null = null;
   try {
-    if (plan.outputExists) {
+    if (outputExists) {
       await db.driver.assertNotInUse(output);
       await copyOwnership(output, temp);
       safetyCopy = await keepSafetyCopy(output);
@@ -208,8 +236,7 @@ export async function restore(db: DatabaseContext, options: RestoreOptions = {})
     if (safetyCopy) await rollBack(safetyCopy, output);
     throw fsError(error, "replace", output);
   }
-  await db.hooks.run("afterRestore", { database: { name: db.name, path: db.path }, backupId: manifest.id, output });
-  return { ...plan, dryRun: false, safetyCopy, integrity, durationMs: Date.now() - started };
+  return safetyCopy;
 }
 
 /** Streams an object into `file` (created exclusively, mode 0600), verifying size and sha256 on the way. */

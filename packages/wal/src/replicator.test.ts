@@ -1,0 +1,110 @@
+import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLifeboat, type DatabaseContext, Repository } from "@lifeboat/core";
+import { sqliteSourcePlugin } from "@lifeboat/sqlite";
+import { localStoragePlugin } from "@lifeboat/storage-local";
+import { databaseContentHash } from "@lifeboat/testkit";
+import Database from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import { listGenerations, restoreToPoint } from "./point-in-time.js";
+import { Replicator, type ReplicatorEvent } from "./replicator.js";
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function setup(options: { checkpointPages?: number } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "lifeboat-wal-"));
+  const path = join(dir, "app.db");
+  const app = new Database(path);
+  app.pragma("journal_mode = WAL");
+  app.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, b BLOB); INSERT INTO t (v) VALUES ('before');");
+  const lb = createLifeboat({
+    config: { databases: [{ path, targets: [{ type: "local", path: join(dir, "backups") }] }] },
+    plugins: [sqliteSourcePlugin, localStoragePlugin],
+  });
+  const db: DatabaseContext = await lb.database();
+  const events: ReplicatorEvent[] = [];
+  const replicator = new Replicator(db, {
+    syncIntervalMs: 50,
+    checkpointPages: options.checkpointPages ?? 1000,
+    onEvent: (e) => events.push(e),
+  });
+  cleanups.push(() => app.close());
+  return { dir, path, app, db, replicator, events };
+}
+
+describe("replicator and point-in-time restore", () => {
+  it("restores exactly the state after any shipped transaction", async () => {
+    const { dir, app, db, replicator } = await setup({ checkpointPages: 40 });
+    await replicator.start();
+    const hashes: string[] = [databaseContentHash(app)];
+    const insert = app.prepare("INSERT INTO t (v, b) VALUES (?, ?)");
+    for (let i = 1; i <= 120; i++) {
+      if (i % 17 === 0) app.exec(`DELETE FROM t WHERE id % 3 = ${i % 3}`);
+      else if (i === 60) app.exec("BEGIN; CREATE TABLE extra (x); INSERT INTO extra VALUES (1), (2); COMMIT;");
+      else if (i === 90) app.exec("DROP TABLE extra");
+      else insert.run(`row ${i}`, Buffer.alloc((i % 5) * 3000, i));
+      hashes.push(databaseContentHash(app));
+      if (i % 10 === 0) await replicator.sync();
+    }
+    const stopped = await replicator.stop();
+    expect(stopped.pending).toEqual([]);
+    expect(replicator.txn).toBe(120);
+    expect(replicator.maxWriteLockMs).toBeGreaterThan(0);
+
+    for (const txn of [0, 1, 17, 59, 60, 61, 90, 119, 120]) {
+      const output = join(dir, `restored-${txn}.db`);
+      const result = await restoreToPoint(db, { toTxn: txn, output });
+      expect(result.txn).toBe(txn);
+      expect(databaseContentHash(output), `txn ${txn}`).toBe(hashes[txn]);
+    }
+    const latest = await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(latest.txn).toBe(120);
+    const generations = await listGenerations(new Repository(db.targets[0]!, db.name));
+    expect(generations).toHaveLength(1);
+    expect(generations[0]!.continuousTo).toBe(120);
+  });
+
+  it("restores to a time: every transaction observed at or before it", async () => {
+    const { dir, app, db, replicator } = await setup();
+    await replicator.start();
+    const marks: { time: number; hash: string }[] = [];
+    for (let i = 0; i < 5; i++) {
+      app.prepare("INSERT INTO t (v) VALUES (?)").run(`batch ${i}`);
+      await replicator.sync();
+      await new Promise((r) => setTimeout(r, 30));
+      marks.push({ time: Date.now(), hash: databaseContentHash(app) });
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    await replicator.stop();
+    for (const mark of marks) {
+      const output = join(dir, `at-${mark.time}.db`);
+      await restoreToPoint(db, { toTime: mark.time, output });
+      expect(databaseContentHash(output)).toBe(mark.hash);
+    }
+  });
+
+  it("an outside TRUNCATE checkpoint while the replicator is down starts a new generation", async () => {
+    const { app, db, replicator, events, path } = await setup();
+    await replicator.start();
+    app.exec("INSERT INTO t (v) VALUES ('one')");
+    await replicator.stop();
+    app.exec("INSERT INTO t (v) VALUES ('two')");
+    app.pragma("wal_checkpoint(TRUNCATE)");
+    app.exec("INSERT INTO t (v) VALUES ('three')");
+    const again = new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+    await again.start();
+    app.exec("INSERT INTO t (v) VALUES ('four')");
+    await again.stop();
+    const generations = events.filter((e) => e.type === "generation");
+    expect(generations).toHaveLength(2);
+    const output = `${path}.restored`;
+    await restoreToPoint(db, { output });
+    expect(databaseContentHash(output)).toBe(databaseContentHash(app));
+    expect(existsSync(output)).toBe(true);
+    expect(readdirSync(join(path, "..")).some((f) => f.includes("lifeboat-restore"))).toBe(false);
+  });
+});

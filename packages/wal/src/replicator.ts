@@ -1,0 +1,1035 @@
+/**
+ * Continuous archiving of one database: ships every committed transaction from its `-wal` file,
+ * in order, as segments, to every target. The rules it follows (ARCHITECTURE.md):
+ *
+ * - It always holds a read transaction ("pin") so SQLite cannot reset the WAL over frames it has
+ *   not copied yet. Pins rotate between two connections: the new pin starts, everything up to
+ *   the WAL's end is shipped to the local queue, then the old pin ends. So there is never a moment
+ *   without a pin, and whatever a new pin no longer protects has already been copied.
+ * - It checkpoints (PASSIVE) when the WAL passes a page threshold, holding the write lock for the
+ *   few milliseconds it takes so nothing commits unseen; a complete checkpoint lets the next
+ *   writer restart the WAL, which the replicator recognises as continuing the same history.
+ *   TRUNCATE is an emergency backstop when readers keep PASSIVE from completing.
+ * - Anything it cannot prove continuous (a reset it did not cause, a replaced database file, a
+ *   restart after the WAL went away) starts a new generation with a fresh snapshot.
+ * - Segments become durable in a local queue first; each target ships from the queue on its own,
+ *   so an outage of one target delays only that target, and nothing is lost while it lasts.
+ */
+import { createReadStream, type FSWatcher, watch } from "node:fs";
+import { stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { performance } from "node:perf_hooks";
+import {
+  type DatabaseContext,
+  ErrorCodes,
+  encodeChain,
+  Fanout,
+  isLifeboatError,
+  keys,
+  LifeboatError,
+  MANIFEST_FORMAT_VERSION,
+  newGenerationId,
+  newTally,
+  Repository,
+  type SnapshotManifest,
+  snapshotId,
+  TOOL_VERSION,
+  tally,
+} from "@lifeboat/core";
+import {
+  readWalPages,
+  type SqliteSnapshot,
+  scanWal,
+  type WalHeader,
+  type WalPosition,
+  type WalTransaction,
+  walStartPosition,
+} from "@lifeboat/sqlite";
+import Database from "better-sqlite3";
+import { Lease } from "./lease.js";
+import { encodeSegment, type SegmentHeader, type SegmentPage, type SegmentTransaction } from "./segment-format.js";
+import { segmentKey } from "./segment-keys.js";
+import { Spool, type SpooledSegment } from "./spool.js";
+
+export interface ReplicatorOptions {
+  /** Poll at least this often (ms); changes to the -wal file wake it sooner. Default 1000. */
+  readonly syncIntervalMs?: number;
+  /** PASSIVE checkpoint when the WAL has more frames than this. Default 1000. */
+  readonly checkpointPages?: number;
+  /** TRUNCATE checkpoint (blocks writers while it waits for readers) above this. Default 20000. */
+  readonly emergencyCheckpointPages?: number;
+  /** Take a new snapshot of the generation this often (ms). Default: never (only at generation start). */
+  readonly snapshotIntervalMs?: number;
+  /** The local queue directory. Default: `.<db file>.lifeboat/` next to the database. */
+  readonly queueDir?: string;
+  /** Bound of the local queue; past it the oldest segments are dropped and lagging targets re-snapshot. Default 1 GiB. */
+  readonly queueMaxBytes?: number;
+  /** Lease time to live (ms). Default 30 s; renewed every third of it. */
+  readonly leaseTtlMs?: number;
+  /** Switch a rollback-journal database to WAL mode (else refuse). Default true. */
+  readonly changeJournalMode?: boolean;
+  /** Shorten each transaction's observed time with this clock (tests). */
+  readonly now?: () => number;
+  readonly onEvent?: (event: ReplicatorEvent) => void;
+}
+
+export type ReplicatorEvent =
+  | { readonly type: "generation"; readonly database: string; readonly generation: string; readonly reason: string }
+  | {
+      readonly type: "snapshot";
+      readonly database: string;
+      readonly generation: string;
+      readonly position: number;
+      readonly targets: readonly string[];
+      readonly bytes: number;
+    }
+  | {
+      readonly type: "spooled";
+      readonly database: string;
+      readonly generation: string;
+      readonly firstTxn: number;
+      readonly lastTxn: number;
+      readonly bytes: number;
+    }
+  | {
+      readonly type: "shipped";
+      readonly database: string;
+      readonly target: string;
+      readonly generation: string;
+      readonly firstTxn: number;
+      readonly lastTxn: number;
+      readonly lagMs: number;
+    }
+  | {
+      readonly type: "checkpoint";
+      readonly database: string;
+      readonly mode: "PASSIVE" | "TRUNCATE";
+      readonly frames: number;
+      readonly complete: boolean;
+      readonly writeLockMs: number;
+    }
+  | {
+      readonly type: "target-error";
+      readonly database: string;
+      readonly target: string;
+      readonly error: LifeboatError;
+      readonly retryInMs: number;
+    }
+  | { readonly type: "target-recovered"; readonly database: string; readonly target: string }
+  | { readonly type: "error"; readonly database: string; readonly error: LifeboatError };
+
+interface TargetState {
+  readonly repo: Repository;
+  readonly lease: Lease;
+  /** Generation this target holds a snapshot of (null: needs one). */
+  generation: string | null;
+  /** Last transaction shipped to it in `generation`. */
+  shipped: number;
+  pumping: boolean;
+  again: boolean;
+  failing: LifeboatError | null;
+  backoffMs: number;
+  retryTimer: NodeJS.Timeout | null;
+  leaseHeld: boolean;
+}
+
+interface PersistedState {
+  readonly format: "lifeboat.replicator-state";
+  readonly formatVersion: 1;
+  readonly database: string;
+  readonly dbIdentity: { dev: number; ino: number };
+  readonly generation: string;
+  readonly txn: number;
+  readonly position: WalPosition;
+  readonly targets: Record<string, { generation: string | null; shipped: number }>;
+}
+
+const posKey = (p: WalPosition) => `${p.salt1}:${p.salt2}:${p.frame}`;
+
+export class Replicator {
+  readonly db: DatabaseContext;
+  readonly walPath: string;
+  readonly spool: Spool;
+  readonly #o: Required<Omit<ReplicatorOptions, "snapshotIntervalMs" | "queueDir" | "onEvent" | "now">> &
+    ReplicatorOptions;
+  readonly #targets: TargetState[];
+  #pins: [Database.Database, Database.Database] | null = null;
+  #pinIndex = 0;
+  #writer: Database.Database | null = null;
+  #dbIdentity: { dev: number; ino: number } | null = null;
+
+  #generation: string | null = null;
+  #txn = 0;
+  #position: WalPosition | null = null;
+  #header: WalHeader | null = null;
+  #positions = new Map<string, number>();
+  /** Set after a complete checkpoint at this position: a WAL restart from here continues the history. */
+  #restartExpected: WalPosition | null = null;
+
+  #syncing: Promise<void> | null = null;
+  #dirty = false;
+  #stopped = false;
+  #watcher: FSWatcher | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #leaseTimer: NodeJS.Timeout | null = null;
+  #snapshotTimer: NodeJS.Timeout | null = null;
+  #lastError: string | null = null;
+
+  /** Longest time the replicator held the write lock (ms): the worst stall it caused writers. */
+  maxWriteLockMs = 0;
+
+  constructor(db: DatabaseContext, options: ReplicatorOptions = {}) {
+    this.db = db;
+    this.walPath = `${db.path}-wal`;
+    this.#o = {
+      syncIntervalMs: 1000,
+      checkpointPages: 1000,
+      emergencyCheckpointPages: 20_000,
+      queueMaxBytes: 1024 ** 3,
+      leaseTtlMs: 30_000,
+      changeJournalMode: true,
+      ...options,
+    };
+    this.spool = new Spool(options.queueDir ?? join(dirname(db.path), `.${basename(db.path)}.lifeboat`));
+    this.#targets = db.targets.map((named) => ({
+      repo: new Repository(named, db.name),
+      lease: new Lease(named.target, named.name, db.name, this.#o.leaseTtlMs),
+      generation: null,
+      shipped: 0,
+      pumping: false,
+      again: false,
+      failing: null,
+      backoffMs: 1000,
+      retryTimer: null,
+      leaseHeld: false,
+    }));
+  }
+
+  get generation(): string | null {
+    return this.#generation;
+  }
+
+  /** Last transaction number assigned in the current generation. */
+  get txn(): number {
+    return this.#txn;
+  }
+
+  /** Per target: generation and last transaction shipped. */
+  get progress(): { target: string; generation: string | null; shipped: number; error: string | null }[] {
+    return this.#targets.map((t) => ({
+      target: t.repo.named.name,
+      generation: t.generation,
+      shipped: t.shipped,
+      error: t.failing?.message ?? null,
+    }));
+  }
+
+  #emit(event: ReplicatorEvent): void {
+    this.#o.onEvent?.(event);
+  }
+
+  #now(): number {
+    return this.#o.now?.() ?? Date.now();
+  }
+
+  /** Opens the database, takes the leases, resumes or starts a generation, and starts watching. */
+  async start(): Promise<void> {
+    await this.#openConnections();
+    for (const t of this.#targets) {
+      try {
+        await t.repo.open();
+        await t.lease.acquire();
+        t.leaseHeld = true;
+      } catch (error) {
+        if (isLifeboatError(error, ErrorCodes.LEASE_HELD)) {
+          await this.#releaseLeases();
+          this.#closeConnections();
+          throw error;
+        }
+        this.#targetFailed(t, error);
+      }
+    }
+    this.#pin();
+    const resumed = await this.#resume();
+    if (!resumed) await this.#startGeneration("first run");
+    this.#watch();
+    this.#leaseTimer = setInterval(() => void this.#renewLeases(), Math.max(1000, Math.floor(this.#o.leaseTtlMs / 3)));
+    if (this.#o.snapshotIntervalMs) {
+      this.#snapshotTimer = setInterval(
+        () => void this.snapshot("scheduled").catch((e) => this.#report(e)),
+        this.#o.snapshotIntervalMs,
+      );
+    }
+    await this.sync();
+    for (const t of this.#targets) this.#kick(t);
+  }
+
+  async #openConnections(): Promise<void> {
+    const info = await stat(this.db.path).catch((error: unknown) => {
+      throw new LifeboatError(
+        ErrorCodes.DATABASE_NOT_FOUND,
+        `Cannot replicate ${this.db.path}: ${(error as Error).message}`,
+        {
+          plugin: "wal",
+          hint: "Check the database path in the config; the replicator needs the file to exist.",
+        },
+      );
+    });
+    if (!info.isFile()) {
+      throw new LifeboatError(ErrorCodes.NOT_A_DATABASE, `${this.db.path} is not a file.`, {
+        plugin: "wal",
+        hint: "Point the config at the SQLite database file.",
+      });
+    }
+    await this.db.driver.describe(this.db.path); // clear errors for "not a database" and friends
+    this.#dbIdentity = { dev: info.dev, ino: info.ino };
+    let writer: Database.Database;
+    try {
+      writer = new Database(this.db.path, { fileMustExist: true, timeout: 100 });
+    } catch (error) {
+      throw this.#openError(error);
+    }
+    try {
+      const mode = String(writer.pragma("journal_mode", { simple: true })).toLowerCase();
+      if (mode !== "wal") {
+        if (!this.#o.changeJournalMode) {
+          throw new LifeboatError(
+            ErrorCodes.INVALID_ARGUMENT,
+            `${this.db.path} is in ${mode} journal mode; continuous archiving needs WAL mode, and the config says not to change the database.`,
+            {
+              plugin: "wal",
+              hint: "Run `PRAGMA journal_mode=WAL` on it once (or allow Lifeboat to: replication.changeJournalMode: true), or use scheduled snapshot backups instead.",
+            },
+          );
+        }
+        writer.pragma("busy_timeout = 5000");
+        const now = String(writer.pragma("journal_mode = WAL", { simple: true })).toLowerCase();
+        if (now !== "wal") {
+          throw new LifeboatError(
+            ErrorCodes.DATABASE_LOCKED,
+            `Could not switch ${this.db.path} to WAL mode (it stayed ${now}).`,
+            {
+              plugin: "wal",
+              hint: "Another connection keeps it in use; stop the application once to let Lifeboat switch it, or switch it yourself.",
+            },
+          );
+        }
+        writer.pragma("busy_timeout = 100");
+      }
+      writer.pragma("wal_autocheckpoint = 0"); // this connection never writes; checkpoints are ours to time
+      this.#writer = writer;
+      this.#pins = [this.#openReadOnly(), this.#openReadOnly()];
+    } catch (error) {
+      writer.close();
+      throw error instanceof LifeboatError ? error : this.#openError(error);
+    }
+  }
+
+  #openReadOnly(): Database.Database {
+    const conn = new Database(this.db.path, { fileMustExist: true, readonly: true, timeout: 5000 });
+    return conn;
+  }
+
+  #openError(error: unknown): LifeboatError {
+    const message = error instanceof Error ? error.message : String(error);
+    const readOnly = /readonly|read-only|EROFS/i.test(message);
+    return new LifeboatError(
+      readOnly ? ErrorCodes.PERMISSION_DENIED : ErrorCodes.STORAGE_ERROR,
+      `Cannot open ${this.db.path} for replication: ${message}`,
+      {
+        plugin: "wal",
+        cause: error,
+        hint: readOnly
+          ? "The replicator must take locks and checkpoint, which needs write access to the database's directory. Run it where the database is writable, or use `lifeboat backup` for read-only copies."
+          : "Check the path and its permissions.",
+      },
+    );
+  }
+
+  #closeConnections(): void {
+    for (const conn of [...(this.#pins ?? []), this.#writer]) {
+      try {
+        if (conn?.inTransaction) conn.exec("ROLLBACK");
+        conn?.close();
+      } catch {
+        // closing is best effort
+      }
+    }
+    this.#pins = null;
+    this.#writer = null;
+  }
+
+  /** Starts a read transaction on the idle pin connection; returns the one to release later. */
+  #pin(): Database.Database | null {
+    if (!this.#pins) return null;
+    const previous = this.#pins[this.#pinIndex]!;
+    this.#pinIndex = 1 - this.#pinIndex;
+    const next = this.#pins[this.#pinIndex]!;
+    if (next.inTransaction) next.exec("ROLLBACK");
+    next.exec("BEGIN");
+    next.prepare("SELECT count(*) FROM sqlite_schema").get();
+    return previous.inTransaction ? previous : null;
+  }
+
+  #unpinAll(): void {
+    for (const conn of this.#pins ?? []) if (conn.inTransaction) conn.exec("ROLLBACK");
+  }
+
+  async #resume(): Promise<boolean> {
+    const state = await this.spool.readState<PersistedState>();
+    if (!state || state.format !== "lifeboat.replicator-state" || state.database !== this.db.name) return false;
+    if (state.dbIdentity.dev !== this.#dbIdentity?.dev || state.dbIdentity.ino !== this.#dbIdentity?.ino) {
+      this.#emit({
+        type: "generation",
+        database: this.db.name,
+        generation: state.generation,
+        reason: "the database file was replaced; starting over",
+      });
+      return false;
+    }
+    let txn = state.txn;
+    let position = state.position;
+    // Segments made durable after the state was last written (a crash between the two).
+    const spooled = await this.spool.list(state.generation);
+    const newest = spooled.at(-1);
+    if (newest && newest.lastTxn > txn) {
+      const header = await this.spool.header(newest).catch(() => undefined);
+      if (!header?.walEnd) return false;
+      txn = header.lastTxn;
+      position = header.walEnd;
+    }
+    const scan = scanWal(this.walPath, { after: position, maxFrame: position.frame });
+    for await (const _ of scan) {
+      // only checking that the WAL still continues the position
+    }
+    if (scan.result.reset) return false;
+    this.#generation = state.generation;
+    this.#txn = txn;
+    this.#position = position;
+    this.#header = scan.result.header;
+    this.#positions = new Map([[posKey(position), txn]]);
+    for (const t of this.#targets) {
+      const saved = state.targets[t.repo.named.name];
+      if (saved?.generation === state.generation) {
+        t.generation = saved.generation;
+        t.shipped = saved.shipped;
+      }
+    }
+    return true;
+  }
+
+  async #persist(): Promise<void> {
+    if (!this.#generation || !this.#position || !this.#dbIdentity) return;
+    const state: PersistedState = {
+      format: "lifeboat.replicator-state",
+      formatVersion: 1,
+      database: this.db.name,
+      dbIdentity: this.#dbIdentity,
+      generation: this.#generation,
+      txn: this.#txn,
+      position: this.#position,
+      targets: Object.fromEntries(
+        this.#targets.map((t) => [t.repo.named.name, { generation: t.generation, shipped: t.shipped }]),
+      ),
+    };
+    await this.spool.writeState(state);
+  }
+
+  /** Starts a new generation: a snapshot at the current WAL position, shipped to every target. */
+  async #startGeneration(reason: string): Promise<void> {
+    const generation = newGenerationId();
+    const snapshot = (await this.db.driver.snapshot(this.db.path, { integrity: this.db.integrity })) as SqliteSnapshot;
+    if (!snapshot.walPosition) {
+      snapshot.release();
+      throw new LifeboatError(ErrorCodes.INTERNAL, `${this.db.path} is not in WAL mode after it was switched.`, {
+        plugin: "wal",
+      });
+    }
+    this.#generation = generation;
+    this.#txn = 0;
+    this.#position = snapshot.walPosition;
+    this.#header = null;
+    this.#positions = new Map([[posKey(snapshot.walPosition), 0]]);
+    this.#restartExpected = null;
+    for (const t of this.#targets) {
+      t.generation = null;
+      t.shipped = 0;
+    }
+    await this.spool.removeGenerationsExcept(generation);
+    this.#emit({ type: "generation", database: this.db.name, generation, reason });
+    await this.#persist();
+    await this.#shipSnapshot(
+      snapshot,
+      0,
+      this.#targets,
+      reason === "first run" ? "generation start" : `new generation: ${reason}`,
+    );
+  }
+
+  /**
+   * Takes a snapshot of the current generation (scheduled, on demand, or for a target that lost
+   * its place) and ships it to `targets` (default: all).
+   */
+  async snapshot(reason: string, targets: readonly TargetState[] = this.#targets): Promise<number> {
+    if (!this.#generation) throw new LifeboatError(ErrorCodes.INTERNAL, "No generation yet.", { plugin: "wal" });
+    const generation = this.#generation;
+    const snapshot = (await this.db.driver.snapshot(this.db.path, { integrity: this.db.integrity })) as SqliteSnapshot;
+    try {
+      await this.sync();
+    } catch (error) {
+      snapshot.release();
+      throw error;
+    }
+    const position = snapshot.walPosition ? this.#positions.get(posKey(snapshot.walPosition)) : undefined;
+    if (position === undefined || this.#generation !== generation) {
+      snapshot.release();
+      throw new LifeboatError(
+        ErrorCodes.INTERNAL,
+        `The snapshot of ${this.db.name} does not line up with a shipped transaction; it will be retried.`,
+        {
+          plugin: "wal",
+        },
+      );
+    }
+    await this.#shipSnapshot(snapshot, position, targets, reason);
+    return position;
+  }
+
+  async #shipSnapshot(
+    snapshot: SqliteSnapshot,
+    position: number,
+    targets: readonly TargetState[],
+    reason: string,
+  ): Promise<void> {
+    const generation = this.#generation!;
+    const { description, integrity } = snapshot;
+    if (!integrity.ok) {
+      snapshot.release();
+      throw new LifeboatError(
+        ErrorCodes.INTEGRITY_FAILED,
+        `${this.db.path} fails ${integrity.check}: ${integrity.messages.slice(0, 3).join("; ")}`,
+        {
+          plugin: "wal",
+          hint: "The database is damaged; the replicator will not archive it over good backups. Restore it (lifeboat restore) and start again.",
+        },
+      );
+    }
+    const extensions = this.db.codecs.map((c) => c.extension).join("");
+    const fanout = new Fanout(targets.length);
+    const content = newTally();
+    const uploads = targets.map(async (t, i) => {
+      const key = keys.snapshotObject(this.db.name, generation, position, extensions);
+      const stored = newTally();
+      try {
+        await t.repo.open();
+        await t.repo.target.put(key, tally(encodeChain(this.db.codecs, fanout.outputs[i]!), stored), {
+          ...(this.db.codecs.length === 0 ? { contentLength: description.sizeBytes } : {}),
+        });
+        return { t, key, stored };
+      } catch (error) {
+        fanout.drop(i);
+        this.#targetFailed(t, error);
+        return undefined;
+      }
+    });
+    try {
+      await fanout.pump(snapshot.body, (chunk) => {
+        content.hash.update(chunk);
+        content.bytes += chunk.byteLength;
+      });
+    } finally {
+      snapshot.release();
+    }
+    const done = (await Promise.all(uploads)).filter((u) => u !== undefined);
+    const contentSha = content.hash.digest("hex");
+    const shippedTo: string[] = [];
+    for (const { t, key, stored } of done) {
+      const manifest: SnapshotManifest = {
+        format: "lifeboat.snapshot",
+        formatVersion: MANIFEST_FORMAT_VERSION,
+        id: snapshotId(generation, position),
+        generation,
+        position,
+        database: { name: this.db.name, path: this.db.path },
+        createdAt: new Date().toISOString(),
+        reason,
+        tool: { name: "lifeboat", version: TOOL_VERSION },
+        source: {
+          type: this.db.driver.type,
+          engineVersion: description.engineVersion,
+          pageSize: description.pageSize,
+          pageCount: description.pageCount,
+          journalMode: description.journalMode,
+          userVersion: description.userVersion,
+          environment: description.environment,
+          tables: description.tables,
+        },
+        integrity,
+        content: { size: content.bytes, sha256: contentSha },
+        object: {
+          key,
+          size: stored.bytes,
+          sha256: stored.hash.digest("hex"),
+          codecs: this.db.codecs.map((c) => c.spec),
+        },
+      };
+      try {
+        await t.repo.writeJson(keys.snapshotManifest(this.db.name, generation, position), manifest);
+        if (this.#generation === generation && (t.generation !== generation || t.shipped < position)) {
+          t.generation = generation;
+          t.shipped = position;
+        }
+        shippedTo.push(t.repo.named.name);
+        this.#kick(t);
+      } catch (error) {
+        this.#targetFailed(t, error);
+      }
+    }
+    await this.#persist();
+    this.#emit({
+      type: "snapshot",
+      database: this.db.name,
+      generation,
+      position,
+      targets: shippedTo,
+      bytes: content.bytes,
+    });
+  }
+
+  #watch(): void {
+    const wake = () => {
+      if (!this.#stopped) void this.sync().catch((e) => this.#report(e));
+    };
+    try {
+      this.#watcher = watch(dirname(this.db.path), (_event, name) => {
+        if (name === basename(this.walPath)) wake(); // not the db file: our own checkpoints write it
+      });
+      this.#watcher.on("error", () => {});
+    } catch {
+      this.#watcher = null; // polling alone still works
+    }
+    this.#timer = setInterval(wake, this.#o.syncIntervalMs);
+  }
+
+  /** Ships everything committed so far to the local queue (and wakes the uploaders). */
+  sync(): Promise<void> {
+    if (this.#syncing) {
+      this.#dirty = true;
+      return this.#syncing;
+    }
+    this.#syncing = (async () => {
+      try {
+        do {
+          this.#dirty = false;
+          await this.#syncOnce(true);
+        } while (this.#dirty && !this.#stopped);
+        this.#lastError = null;
+      } finally {
+        this.#syncing = null;
+      }
+    })();
+    return this.#syncing;
+  }
+
+  async #syncOnce(mayCheckpoint: boolean): Promise<void> {
+    if (!this.#pins || !this.#position || !this.#generation) return;
+    if (await this.#databaseReplaced()) return;
+    const previousPin = this.#pin();
+    try {
+      await this.#shipNewTransactions();
+    } finally {
+      if (previousPin?.inTransaction) previousPin.exec("ROLLBACK");
+    }
+    const waitingForRestart =
+      this.#restartExpected !== null && posKey(this.#restartExpected) === posKey(this.#position);
+    if (mayCheckpoint && !waitingForRestart && this.#position.frame > this.#o.checkpointPages) await this.#checkpoint();
+  }
+
+  /** True (and handled) when the database file was deleted or replaced under the replicator. */
+  async #databaseReplaced(): Promise<boolean> {
+    const info = await stat(this.db.path).catch(() => undefined);
+    if (info && info.dev === this.#dbIdentity?.dev && info.ino === this.#dbIdentity?.ino) return false;
+    this.#closeConnections();
+    if (!info) {
+      const message = `${this.db.path} was deleted; archiving is paused until it exists again (a new generation will start).`;
+      if (this.#lastError !== message) {
+        this.#lastError = message;
+        this.#emit({
+          type: "error",
+          database: this.db.name,
+          error: new LifeboatError(ErrorCodes.DATABASE_NOT_FOUND, message, { plugin: "wal" }),
+        });
+      }
+      this.#dbIdentity = null;
+      return true;
+    }
+    await this.#openConnections();
+    this.#pin();
+    await this.#startGeneration("the database file was replaced");
+    return true;
+  }
+
+  async #shipNewTransactions(): Promise<void> {
+    const position = this.#position!;
+    const scan = scanWal(this.walPath, { after: position });
+    const transactions: WalTransaction[] = [];
+    for await (const txn of scan) transactions.push(txn);
+    const result = scan.result;
+    if (result.reset) {
+      const expected = this.#restartExpected && posKey(this.#restartExpected) === posKey(position);
+      if (
+        expected &&
+        (result.reset === "missing" || result.reset === "truncated" || result.reset === "header-invalid")
+      ) {
+        return; // checkpointed and truncated by us; the next writer writes a new header
+      }
+      if (expected && result.reset === "salt-changed" && result.header) {
+        // The WAL restarted after our complete checkpoint: the same history goes on.
+        const start = walStartPosition(result.header);
+        this.#position = start;
+        this.#positions = new Map([[posKey(start), this.#txn]]);
+        this.#restartExpected = null;
+        return this.#shipNewTransactions();
+      }
+      await this.#startGeneration(`the WAL was reset by someone else (${result.reset})`);
+      return;
+    }
+    if (transactions.length === 0) return;
+    const header = result.header!;
+    this.#header = header;
+    const observedAt = this.#now();
+    const generation = this.#generation!;
+    const segmentTxns: SegmentTransaction[] = transactions.map((t, i) => ({
+      txn: this.#txn + 1 + i,
+      observedAt,
+      commitSize: t.commitSize,
+      pages: t.pgnos.length,
+    }));
+    const last = transactions.at(-1)!;
+    const segmentHeader: SegmentHeader = {
+      generation,
+      firstTxn: this.#txn + 1,
+      lastTxn: this.#txn + transactions.length,
+      pageSize: header.pageSize,
+      compression: "gzip",
+      createdAt: new Date(observedAt).toISOString(),
+      transactions: segmentTxns,
+      walEnd: { ...last.end },
+    };
+    const walPath = this.walPath;
+    const pages = (async function* (): AsyncGenerator<SegmentPage> {
+      for (const txn of transactions) for await (const page of readWalPages(walPath, header, txn)) yield page;
+    })();
+    const spooled = await this.spool.write(segmentHeader, encodeSegment(segmentHeader, pages));
+    transactions.forEach((t, i) => this.#positions.set(posKey(t.end), this.#txn + 1 + i));
+    this.#txn = segmentHeader.lastTxn;
+    this.#position = last.end;
+    this.#restartExpected = null;
+    await this.#persist();
+    this.#emit({
+      type: "spooled",
+      database: this.db.name,
+      generation,
+      firstTxn: spooled.firstTxn,
+      lastTxn: spooled.lastTxn,
+      bytes: spooled.size,
+    });
+    for (const t of this.#targets) this.#kick(t);
+    await this.#boundQueue();
+  }
+
+  /**
+   * PASSIVE checkpoint under the write lock: nothing commits while we ship the last frames and
+   * checkpoint, so a complete checkpoint means the next WAL restart continues our history.
+   */
+  async #checkpoint(): Promise<void> {
+    const writer = this.#writer;
+    if (!writer) return;
+    // Resets are handled outside the write lock (a new generation's snapshot needs it).
+    await this.#shipNewTransactions();
+    try {
+      writer.exec("BEGIN IMMEDIATE");
+    } catch {
+      return; // the app is writing: try again at the next sync
+    }
+    const lockedAt = performance.now();
+    let row: { busy: number; log: number; checkpointed: number } | undefined;
+    try {
+      await this.#shipNewTransactions();
+      this.#unpinAll();
+      const checkpointer = this.#checkpointConnection();
+      try {
+        row = (checkpointer.pragma("wal_checkpoint(PASSIVE)") as (typeof row)[])[0];
+      } finally {
+        checkpointer.close();
+      }
+      if (row && row.log === row.checkpointed && row.log === this.#position!.frame)
+        this.#restartExpected = this.#position;
+      this.#pin();
+    } finally {
+      if (writer.inTransaction) writer.exec("ROLLBACK");
+      const held = performance.now() - lockedAt;
+      this.maxWriteLockMs = Math.max(this.maxWriteLockMs, held);
+      this.#emit({
+        type: "checkpoint",
+        database: this.db.name,
+        mode: "PASSIVE",
+        frames: row?.log ?? -1,
+        complete: Boolean(row && row.log === row.checkpointed),
+        writeLockMs: held,
+      });
+    }
+    if (row && row.log !== row.checkpointed && row.log > this.#o.emergencyCheckpointPages)
+      await this.#emergencyCheckpoint();
+  }
+
+  #checkpointConnection(): Database.Database {
+    const conn = new Database(this.db.path, { fileMustExist: true, timeout: 5000 });
+    conn.pragma("wal_autocheckpoint = 0");
+    return conn;
+  }
+
+  /** TRUNCATE: waits for readers (blocking writers meanwhile) so the WAL cannot grow without bound. */
+  async #emergencyCheckpoint(): Promise<void> {
+    await this.#shipNewTransactions();
+    this.#unpinAll();
+    const started = performance.now();
+    let row: { busy: number; log: number; checkpointed: number } | undefined;
+    const conn = this.#checkpointConnection();
+    try {
+      row = (conn.pragma("wal_checkpoint(TRUNCATE)") as (typeof row)[])[0];
+    } catch {
+      row = undefined;
+    } finally {
+      conn.close();
+    }
+    const held = performance.now() - started;
+    this.maxWriteLockMs = Math.max(this.maxWriteLockMs, held);
+    this.#emit({
+      type: "checkpoint",
+      database: this.db.name,
+      mode: "TRUNCATE",
+      frames: row?.log ?? -1,
+      complete: row?.busy === 0,
+      writeLockMs: held,
+    });
+    this.#pin();
+    if (row && row.busy === 0) {
+      if (row.log === this.#position!.frame) this.#restartExpected = this.#position;
+      else await this.#startGeneration("an emergency checkpoint copied frames that had not been shipped");
+    }
+  }
+
+  /** Drops the oldest queued segments past the size bound; targets that still needed them re-snapshot. */
+  async #boundQueue(): Promise<void> {
+    const generation = this.#generation!;
+    const segments = await this.spool.list(generation);
+    const needed = Math.min(...this.#targets.map((t) => (t.generation === generation ? t.shipped : 0)));
+    let total = 0;
+    for (const s of segments) total += s.size;
+    for (const s of segments) {
+      if (s.lastTxn <= needed) {
+        await this.spool.remove(s);
+        total -= s.size;
+        continue;
+      }
+      if (total <= this.#o.queueMaxBytes) break;
+      await this.spool.remove(s);
+      total -= s.size;
+      for (const t of this.#targets) {
+        if (t.generation === generation && t.shipped < s.lastTxn) t.generation = null; // lost its place: needs a new snapshot
+      }
+    }
+  }
+
+  #kick(t: TargetState): void {
+    if (t.pumping) {
+      t.again = true;
+      return;
+    }
+    if (t.retryTimer || this.#stopped) return;
+    t.pumping = true;
+    void this.#pump(t).finally(() => {
+      t.pumping = false;
+      if (t.again && !t.failing) {
+        t.again = false;
+        this.#kick(t);
+      }
+    });
+  }
+
+  /** Ships what `t` still lacks, in order: a snapshot if it has none in this generation, then segments. */
+  async #pump(t: TargetState): Promise<void> {
+    try {
+      if (!t.leaseHeld) {
+        await t.repo.open();
+        await t.lease.acquire();
+        t.leaseHeld = true;
+      }
+      const generation = this.#generation;
+      if (!generation) return;
+      if (t.generation !== generation) {
+        await this.snapshot("target catching up", [t]);
+        if (t.generation !== generation) return;
+      }
+      for (;;) {
+        t.again = false;
+        const pending = (await this.spool.list(generation)).filter((s) => s.lastTxn > t.shipped);
+        if (pending.length === 0) break;
+        for (const segment of pending) {
+          if (segment.firstTxn > t.shipped + 1) {
+            t.generation = null; // a gap: the queue dropped what this target needed
+            this.#kick(t);
+            return;
+          }
+          await this.#upload(t, segment);
+          if (this.#generation !== generation) return;
+        }
+      }
+      if (t.failing) {
+        t.failing = null;
+        t.backoffMs = 1000;
+        this.#emit({ type: "target-recovered", database: this.db.name, target: t.repo.named.name });
+      }
+      await this.#persist();
+      await this.#boundQueue();
+    } catch (error) {
+      if (isLifeboatError(error, ErrorCodes.LEASE_HELD)) t.leaseHeld = false;
+      this.#targetFailed(t, error);
+    }
+  }
+
+  async #upload(t: TargetState, segment: SpooledSegment): Promise<void> {
+    const extensions = this.db.codecs.map((c) => c.extension).join("");
+    const key = segmentKey(
+      this.db.name,
+      segment.generation,
+      segment.firstTxn,
+      segment.lastTxn,
+      segment.lastObservedAt,
+      extensions,
+    );
+    const body = createReadStream(segment.file);
+    await t.repo.target.put(
+      key,
+      encodeChain(this.db.codecs, body),
+      this.db.codecs.length === 0 ? { contentLength: segment.size } : {},
+    );
+    t.shipped = segment.lastTxn;
+    this.#emit({
+      type: "shipped",
+      database: this.db.name,
+      target: t.repo.named.name,
+      generation: segment.generation,
+      firstTxn: segment.firstTxn,
+      lastTxn: segment.lastTxn,
+      lagMs: this.#now() - segment.lastObservedAt,
+    });
+    await this.db.hooks.run("onSegment", {
+      database: { name: this.db.name, path: this.db.path },
+      target: t.repo.named.name,
+      generation: segment.generation,
+      firstTxn: segment.firstTxn,
+      lastTxn: segment.lastTxn,
+    });
+  }
+
+  #targetFailed(t: TargetState, error: unknown): void {
+    const wrapped =
+      error instanceof LifeboatError
+        ? error
+        : new LifeboatError(ErrorCodes.STORAGE_ERROR, `Target ${t.repo.named.name}: ${String(error)}`, {
+            cause: error,
+            plugin: t.repo.target.type,
+          });
+    const first = !t.failing;
+    t.failing = wrapped;
+    const retryInMs = t.backoffMs;
+    t.backoffMs = Math.min(t.backoffMs * 2, 30_000);
+    if (first)
+      this.#emit({
+        type: "target-error",
+        database: this.db.name,
+        target: t.repo.named.name,
+        error: wrapped,
+        retryInMs,
+      });
+    if (this.#stopped || t.retryTimer) return;
+    t.retryTimer = setTimeout(() => {
+      t.retryTimer = null;
+      this.#kick(t);
+    }, retryInMs);
+  }
+
+  async #renewLeases(): Promise<void> {
+    for (const t of this.#targets) {
+      if (!t.leaseHeld) continue;
+      try {
+        await t.lease.renew();
+      } catch (error) {
+        if (isLifeboatError(error, ErrorCodes.LEASE_HELD)) t.leaseHeld = false;
+        this.#targetFailed(t, error);
+      }
+    }
+  }
+
+  async #releaseLeases(): Promise<void> {
+    await Promise.all(this.#targets.map((t) => t.lease.release().catch(() => {})));
+  }
+
+  #report(error: unknown): void {
+    const wrapped =
+      error instanceof LifeboatError
+        ? error
+        : new LifeboatError(ErrorCodes.INTERNAL, String(error), { cause: error, plugin: "wal" });
+    if (this.#lastError === wrapped.message) return;
+    this.#lastError = wrapped.message;
+    this.#emit({ type: "error", database: this.db.name, error: wrapped });
+    void this.db.hooks.run("onError", {
+      database: { name: this.db.name, path: this.db.path },
+      operation: "replicate",
+      error: wrapped,
+    });
+  }
+
+  /**
+   * Stops: ships what is committed, waits (up to `timeoutMs`) for every reachable target to take
+   * the queue, releases the leases and closes. Segments a target could not take stay queued for
+   * the next run.
+   */
+  async stop(timeoutMs = 30_000): Promise<{ pending: { target: string; shipped: number; txn: number }[] }> {
+    this.#watcher?.close();
+    if (this.#timer) clearInterval(this.#timer);
+    if (this.#leaseTimer) clearInterval(this.#leaseTimer);
+    if (this.#snapshotTimer) clearInterval(this.#snapshotTimer);
+    await this.sync().catch((e) => this.#report(e));
+    this.#stopped = true;
+    const deadline = Date.now() + timeoutMs;
+    for (const t of this.#targets) {
+      if (t.retryTimer) {
+        clearTimeout(t.retryTimer);
+        t.retryTimer = null;
+      }
+    }
+    const behind = () => this.#targets.filter((t) => t.generation !== this.#generation || t.shipped < this.#txn);
+    while (behind().length > 0 && Date.now() < deadline) {
+      for (const t of behind()) {
+        if (!t.pumping) {
+          t.pumping = true;
+          await this.#pump(t).finally(() => {
+            t.pumping = false;
+          });
+        }
+      }
+      if (behind().some((t) => t.failing)) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const t of this.#targets) {
+      if (t.retryTimer) clearTimeout(t.retryTimer);
+    }
+    await this.#persist().catch(() => {});
+    await this.#releaseLeases();
+    this.#closeConnections();
+    return { pending: behind().map((t) => ({ target: t.repo.named.name, shipped: t.shipped, txn: this.#txn })) };
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * The local queue: every segment is first made durable in a directory next to the database, then
+ * shipped to each target at that target's own pace. A target that is down only delays its own
+ * uploads; the queue keeps what it still needs, up to a size bound.
+ */
+import { createReadStream } from "node:fs";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { fsError, fsyncDir, tempPathFor } from "@lifeboat/core";
+import { decodeSegment, type SegmentHeader } from "./segment-format.js";
+
+export interface SpooledSegment {
+  readonly generation: string;
+  readonly firstTxn: number;
+  readonly lastTxn: number;
+  readonly lastObservedAt: number;
+  readonly file: string;
+  readonly size: number;
+}
+
+const NAME = /^([0-9a-f]{16})-([0-9a-f]{16})-([0-9a-f]{12})\.seg$/;
+
+export class Spool {
+  constructor(readonly dir: string) {}
+
+  generationDir(generation: string): string {
+    return join(this.dir, "segments", generation);
+  }
+
+  /** Writes a segment durably (temp, fsync, rename, fsync dir) and returns it. */
+  async write(header: SegmentHeader, body: AsyncIterable<Uint8Array>): Promise<SpooledSegment> {
+    const dir = this.generationDir(header.generation);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const lastObservedAt = header.transactions.at(-1)?.observedAt ?? Date.now();
+    const name = `${hex(header.firstTxn)}-${hex(header.lastTxn)}-${lastObservedAt.toString(16).padStart(12, "0")}.seg`;
+    const file = join(dir, name);
+    const temp = tempPathFor(file, "spool");
+    const handle = await open(temp, "wx", 0o600).catch((error: unknown) => {
+      throw fsError(error, "create", temp, "wal");
+    });
+    let size = 0;
+    try {
+      for await (const chunk of body) {
+        await handle.write(chunk);
+        size += chunk.byteLength;
+      }
+      await handle.sync();
+      await handle.close();
+    } catch (error) {
+      await handle.close().catch(() => {});
+      await rm(temp, { force: true });
+      throw fsError(error, "write", temp, "wal");
+    }
+    await rename(temp, file);
+    await fsyncDir(dir);
+    return {
+      generation: header.generation,
+      firstTxn: header.firstTxn,
+      lastTxn: header.lastTxn,
+      lastObservedAt,
+      file,
+      size,
+    };
+  }
+
+  /** The segments of a generation, in transaction order. */
+  async list(generation: string): Promise<SpooledSegment[]> {
+    const dir = this.generationDir(generation);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return [];
+    }
+    const out: SpooledSegment[] = [];
+    for (const name of names) {
+      const m = NAME.exec(name);
+      if (!m) continue;
+      const file = join(dir, name);
+      const info = await stat(file).catch(() => undefined);
+      if (!info) continue;
+      out.push({
+        generation,
+        firstTxn: Number.parseInt(m[1]!, 16),
+        lastTxn: Number.parseInt(m[2]!, 16),
+        lastObservedAt: Number.parseInt(m[3]!, 16),
+        file,
+        size: info.size,
+      });
+    }
+    return out.sort((a, b) => a.firstTxn - b.firstTxn);
+  }
+
+  async header(segment: SpooledSegment): Promise<SegmentHeader> {
+    const decoded = await decodeSegment(createReadStream(segment.file), segment.file);
+    return decoded.header;
+  }
+
+  async remove(segment: SpooledSegment): Promise<void> {
+    await rm(segment.file, { force: true });
+  }
+
+  /** Removes whole generations other than `keep`. */
+  async removeGenerationsExcept(keep: string): Promise<void> {
+    const root = join(this.dir, "segments");
+    const names = await readdir(root).catch(() => [] as string[]);
+    for (const name of names) if (name !== keep) await rm(join(root, name), { recursive: true, force: true });
+  }
+
+  async totalBytes(generation: string): Promise<number> {
+    return (await this.list(generation)).reduce((n, s) => n + s.size, 0);
+  }
+
+  async readState<T>(): Promise<T | undefined> {
+    try {
+      return JSON.parse(await readFile(join(this.dir, "state.json"), "utf8")) as T;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async writeState(state: unknown): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const file = join(this.dir, "state.json");
+    const temp = tempPathFor(file, "state");
+    const handle = await open(temp, "wx", 0o600);
+    try {
+      await handle.writeFile(`${JSON.stringify(state, null, 2)}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, file);
+  }
+}
+
+function hex(n: number): string {
+  return n.toString(16).padStart(16, "0");
+}
