@@ -30,7 +30,10 @@ describe("bad input: a clear message, a non-zero exit, nothing changed", () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/not valid YAML \(line \d+/);
 
-    writeFileSync(cfg, "databases:\n  - path: ./shop.db\n    targets: [{ type: local, path: ./b }]\n    retention: { keeplast: 3 }\n");
+    writeFileSync(
+      cfg,
+      "databases:\n  - path: ./shop.db\n    targets: [{ type: local, path: ./b }]\n    retention: { keeplast: 3 }\n",
+    );
     r = cli(["backup", "--config", cfg]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("databases[0].retention.keeplast: unknown key");

@@ -49,7 +49,9 @@ describe("lifeboat with a config file", () => {
     );
     const result = cli(["backup", "--json"], { cwd: dir });
     expect(result.code, result.stderr).toBe(0);
-    expect(json(result).backups.map((b: { manifest: { database: { name: string } } }) => b.manifest.database.name)).toEqual(["a", "bee"]);
+    expect(
+      json(result).backups.map((b: { manifest: { database: { name: string } } }) => b.manifest.database.name),
+    ).toEqual(["a", "bee"]);
     expect(cli(["list", "bee"], { cwd: dir }).stdout).toContain("bee on local");
     expect(cli(["restore", "--dry-run"], { cwd: dir }).stderr).toContain("say which one");
   });
@@ -59,7 +61,10 @@ describe("lifeboat with a config file", () => {
     makeShop(join(dir, "app.db"), 10);
     const pkg = join(dir, "node_modules", "lifeboat-storage-mirror");
     mkdirSync(pkg, { recursive: true });
-    writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "lifeboat-storage-mirror", type: "module", exports: "./index.js" }));
+    writeFileSync(
+      join(pkg, "package.json"),
+      JSON.stringify({ name: "lifeboat-storage-mirror", type: "module", exports: "./index.js" }),
+    );
     // A plugin that depends on nothing: it wraps the built-in local target found through the CLI's own install.
     writeFileSync(
       join(pkg, "index.js"),
@@ -70,18 +75,35 @@ export default {
   optionsSchema: { "~standard": { version: 1, vendor: "test", validate: (v) =>
     typeof v?.dir === "string" && Object.keys(v).length === 1 ? { value: v } : { issues: [{ message: "dir: required (and nothing else)", path: [] }] } } },
   create(options, context) {
-    const target = localStorage({ path: options.dir, baseDir: context.baseDir });
-    return Object.assign(Object.create(Object.getPrototypeOf(target)), target, { type: "lifeboat-storage-mirror" });
+    const inner = localStorage({ path: options.dir, baseDir: context.baseDir });
+    return {
+      apiVersion: 1,
+      type: "lifeboat-storage-mirror",
+      location: "mirror:" + inner.location,
+      capabilities: inner.capabilities,
+      init: (o) => inner.init(o),
+      put: (k, b, o) => inner.put(k, b, o),
+      get: (k, o) => inner.get(k, o),
+      head: (k, o) => inner.head(k, o),
+      list: (p, o) => inner.list(p, o),
+      delete: (k, o) => inner.delete(k, o),
+    };
   },
 };
 `,
     );
-    writeFileSync(join(dir, "lifeboat.yml"), "databases:\n  - path: ./app.db\n    targets:\n      - type: lifeboat-storage-mirror\n        dir: ./mirror\n");
+    writeFileSync(
+      join(dir, "lifeboat.yml"),
+      "databases:\n  - path: ./app.db\n    targets:\n      - type: lifeboat-storage-mirror\n        dir: ./mirror\n",
+    );
     const result = cli(["backup"], { cwd: dir });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toContain("lifeboat-storage-mirror");
 
-    writeFileSync(join(dir, "lifeboat.yml"), "databases:\n  - path: ./app.db\n    targets:\n      - type: lifeboat-storage-mirror\n        folder: ./mirror\n");
+    writeFileSync(
+      join(dir, "lifeboat.yml"),
+      "databases:\n  - path: ./app.db\n    targets:\n      - type: lifeboat-storage-mirror\n        folder: ./mirror\n",
+    );
     const bad = cli(["backup"], { cwd: dir });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("databases[0].targets[0]");

@@ -55,7 +55,8 @@ export function makeShop(path: string, orders = 1000): void {
   const addOrder = db.prepare("INSERT INTO orders (customer_id, total, note) VALUES (?, ?, ?)");
   db.transaction(() => {
     for (let i = 1; i <= 50; i++) addCustomer.run(`Customer ${i} ✓`);
-    for (let i = 1; i <= orders; i++) addOrder.run(1 + (i % 50), i * 1.25, i % 7 === 0 ? null : `note ${i}, "quoted"\nline`);
+    for (let i = 1; i <= orders; i++)
+      addOrder.run(1 + (i % 50), i * 1.25, i % 7 === 0 ? null : `note ${i}, "quoted"\nline`);
   })();
   db.close();
 }

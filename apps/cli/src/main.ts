@@ -7,6 +7,7 @@ import { registerDemo } from "./commands/demo.js";
 import { registerInit } from "./commands/init.js";
 import { registerList } from "./commands/list.js";
 import { registerPrune } from "./commands/prune.js";
+import { registerReplicate } from "./commands/replicate.js";
 import { registerRestore } from "./commands/restore.js";
 import { registerVerify } from "./commands/verify.js";
 import { exitCodeFor } from "./output.js";

@@ -72,6 +72,28 @@ const database = z.strictObject({
     })
     .default({ integrity: "quick" }),
   retention: retention.optional(),
+  /** Continuous archiving (`lifeboat replicate`). */
+  replication: z
+    .strictObject({
+      /** Poll at least this often; changes to the -wal file wake the replicator sooner. */
+      syncInterval: duration.default("1s"),
+      /** PASSIVE checkpoint when the WAL has more pages than this. */
+      checkpointPages: z.number().int().min(1).default(1000),
+      /** Emergency TRUNCATE checkpoint above this many pages. */
+      emergencyCheckpointPages: z.number().int().min(1).default(20_000),
+      /** Local queue directory (default: .<db file>.lifeboat next to the database). */
+      queueDir: z.string().min(1).optional(),
+      /** Bound of the local queue, e.g. 1GB, 500MB. */
+      queueMaxSize: z
+        .string()
+        .regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB)$/i, "a size such as 500MB or 2GB")
+        .default("1GB"),
+      /** Switch a rollback-journal database to WAL mode (else refuse). */
+      changeJournalMode: z.boolean().default(true),
+      /** Lease time to live: how soon another replicator may take over after this one vanished. */
+      leaseTtl: duration.default("30s"),
+    })
+    .optional(),
   codecs: z.array(pluginEntry).default([]),
   guards: z.array(pluginEntry).default([]),
   hooks: z.array(hook).default([]),
@@ -88,6 +110,18 @@ export type DatabaseConfig = ParsedConfig["databases"][number];
 export type PluginEntry = z.output<typeof pluginEntry>;
 export type RetentionConfig = z.output<typeof retention>;
 export type HookConfig = z.output<typeof hook>;
+export type ReplicationConfig = NonNullable<DatabaseConfig["replication"]>;
+
+/** `500MB` -> bytes (decimal units, as disks are sold). */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB)$/i.exec(text.trim());
+  if (!m)
+    throw new LifeboatError(ErrorCodes.INVALID_ARGUMENT, `"${text}" is not a size.`, {
+      hint: "Use a number with B, KB, MB, GB or TB.",
+    });
+  const unit = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12 }[m[2]!.toUpperCase() as "B"]!;
+  return Math.round(Number(m[1]) * unit);
+}
 
 /** For TypeScript users writing their config in code. */
 export function defineConfig(config: LifeboatConfig): LifeboatConfig {

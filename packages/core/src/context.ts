@@ -1,6 +1,6 @@
 /** What an operation needs about one configured database, with its plugins instantiated. */
 import type { Codec, CodecSpec } from "./codec.js";
-import type { RetentionConfig } from "./config.js";
+import type { ReplicationConfig, RetentionConfig } from "./config.js";
 import type { Guard } from "./guard.js";
 import type { HookRunner } from "./hooks.js";
 import type { PluginContext } from "./plugin.js";
@@ -22,6 +22,9 @@ export interface DatabaseContext {
   readonly hooks: HookRunner;
   readonly integrity: IntegrityMode;
   readonly retention: RetentionConfig | undefined;
+  readonly replication: ReplicationConfig | undefined;
+  /** `snapshot.interval` in ms, if set. */
+  readonly snapshotIntervalMs: number | undefined;
   readonly pluginContext: PluginContext;
 }
 

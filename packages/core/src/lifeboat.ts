@@ -8,6 +8,7 @@ import type { Codec } from "./codec.js";
 import { type DatabaseConfig, databaseNameOf, type LifeboatConfig, type ParsedConfig, parseConfig } from "./config.js";
 import { hooksFromConfig } from "./config-hooks.js";
 import type { DatabaseContext, OperationOptions } from "./context.js";
+import { parseDuration } from "./duration.js";
 import { ErrorCodes, LifeboatError } from "./errors.js";
 import type { Guard } from "./guard.js";
 import { HookRunner, type Hooks } from "./hooks.js";
@@ -179,6 +180,8 @@ export class Lifeboat {
       hooks,
       integrity: db.snapshot.integrity,
       retention: db.retention,
+      replication: db.replication,
+      snapshotIntervalMs: db.snapshot.interval ? parseDuration(db.snapshot.interval) : undefined,
       pluginContext: context,
     };
   }

@@ -164,7 +164,12 @@ export async function restore(db: DatabaseContext, options: RestoreOptions = {})
   let integrity: IntegrityResult;
   try {
     await download(db, repo, manifest, temp, options);
-    integrity = await checkRestoredFile(db, temp, options.integrity ?? db.integrity, `Backup ${manifest.id} (${manifest.object.key} on ${repo.where})`);
+    integrity = await checkRestoredFile(
+      db,
+      temp,
+      options.integrity ?? db.integrity,
+      `Backup ${manifest.id} (${manifest.object.key} on ${repo.where})`,
+    );
   } catch (error) {
     await removeQuietly(temp);
     throw error;
@@ -206,12 +211,21 @@ export async function confirmRestore(
 }
 
 /** Integrity check of a restored temp file; throws `INTEGRITY_FAILED` naming `what`. */
-export async function checkRestoredFile(db: DatabaseContext, file: string, mode: IntegrityMode, what: string): Promise<IntegrityResult> {
+export async function checkRestoredFile(
+  db: DatabaseContext,
+  file: string,
+  mode: IntegrityMode,
+  what: string,
+): Promise<IntegrityResult> {
   const integrity = await db.driver.checkIntegrity(file, mode);
   if (!integrity.ok) {
-    throw new LifeboatError(ErrorCodes.INTEGRITY_FAILED, `${what} fails ${integrity.check}: ${integrity.messages.slice(0, 3).join("; ")}`, {
-      hint: "Nothing was changed. Restore another backup or point in time (lifeboat list) and run `lifeboat verify`.",
-    });
+    throw new LifeboatError(
+      ErrorCodes.INTEGRITY_FAILED,
+      `${what} fails ${integrity.check}: ${integrity.messages.slice(0, 3).join("; ")}`,
+      {
+        hint: "Nothing was changed. Restore another backup or point in time (lifeboat list) and run `lifeboat verify`.",
+      },
+    );
   }
   return integrity;
 }
@@ -221,7 +235,12 @@ export async function checkRestoredFile(db: DatabaseContext, file: string, mode:
  * renames atomically, fsyncs the directory; on failure puts the original back. Returns the safety
  * copy's path (null when nothing was replaced). The temp file is gone afterwards either way.
  */
-export async function installRestoredFile(db: DatabaseContext, temp: string, output: string, outputExists: boolean): Promise<string | null> {
+export async function installRestoredFile(
+  db: DatabaseContext,
+  temp: string,
+  output: string,
+  outputExists: boolean,
+): Promise<string | null> {
   let safetyCopy: string | null = null;
   try {
     if (outputExists) {

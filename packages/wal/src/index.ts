@@ -6,7 +6,7 @@ export {
   type PointInTimeResult,
   restoreToPoint,
 } from "./point-in-time.js";
-export { Replicator, type ReplicatorEvent, type ReplicatorOptions } from "./replicator.js";
+export { Replicator, type ReplicatorEvent, type ReplicatorOptions, replicatorOptionsFrom } from "./replicator.js";
 export {
   type DecodedSegment,
   decodeSegment,

@@ -32,7 +32,9 @@ async function setup(options: { checkpointPages?: number } = {}) {
     checkpointPages: options.checkpointPages ?? 1000,
     onEvent: (e) => events.push(e),
   });
-  cleanups.push(() => app.close());
+  cleanups.push(() => {
+    app.close();
+  });
   return { dir, path, app, db, replicator, events };
 }
 

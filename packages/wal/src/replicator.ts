@@ -17,7 +17,7 @@
  */
 import { createReadStream, type FSWatcher, watch } from "node:fs";
 import { stat } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
   type DatabaseContext,
@@ -30,6 +30,8 @@ import {
   MANIFEST_FORMAT_VERSION,
   newGenerationId,
   newTally,
+  parseDuration,
+  parseSize,
   Repository,
   type SnapshotManifest,
   snapshotId,
@@ -1032,4 +1034,23 @@ export class Replicator {
     this.#closeConnections();
     return { pending: behind().map((t) => ({ target: t.repo.named.name, shipped: t.shipped, txn: this.#txn })) };
   }
+}
+
+/** Replicator options from a database's `replication` and `snapshot` config. */
+export function replicatorOptionsFrom(db: DatabaseContext): ReplicatorOptions {
+  const r = db.replication;
+  return {
+    ...(r
+      ? {
+          syncIntervalMs: parseDuration(r.syncInterval),
+          checkpointPages: r.checkpointPages,
+          emergencyCheckpointPages: r.emergencyCheckpointPages,
+          ...(r.queueDir ? { queueDir: resolve(db.pluginContext.baseDir, r.queueDir) } : {}),
+          queueMaxBytes: parseSize(r.queueMaxSize),
+          changeJournalMode: r.changeJournalMode,
+          leaseTtlMs: parseDuration(r.leaseTtl),
+        }
+      : {}),
+    ...(db.snapshotIntervalMs ? { snapshotIntervalMs: db.snapshotIntervalMs } : {}),
+  };
 }

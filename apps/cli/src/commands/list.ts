@@ -1,3 +1,5 @@
+import { Repository } from "@lifeboat/core";
+import { type GenerationInfo, listGenerations } from "@lifeboat/wal";
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
 import { type CommonFlags, withCommon } from "../main.js";
@@ -23,7 +25,18 @@ export function registerList(program: Command): void {
         let failed = false;
         for (const name of names) {
           const entries = await lb.list(name, flags.from ? { from: flags.from } : {});
-          report.push({ database: name, targets: entries });
+          const context = await lb.database(name);
+          const windows = new Map<string, GenerationInfo[]>();
+          for (const entry of entries) {
+            if (entry.error) continue;
+            const named = context.targets.find((t) => t.name === entry.target)!;
+            const generations = await listGenerations(new Repository(named, context.name)).catch(() => []);
+            windows.set(
+              entry.target,
+              generations.filter((g) => g.segments.length > 0),
+            );
+          }
+          report.push({ database: name, targets: entries, windows });
           for (const entry of entries) {
             out.line(`${name} on ${entry.target} (${entry.location}):`);
             if (entry.error) {
@@ -56,6 +69,24 @@ export function registerList(program: Command): void {
                   .join("\n"),
               );
             }
+            const gens = windows.get(entry.target) ?? [];
+            if (gens.length > 0) {
+              out.line("  point-in-time recovery windows (restore --to-time / --to-txn):");
+              const rows = gens.map((g) => [
+                g.generation,
+                (g.from ?? "-").replace("T", " ").replace(/\.\d+Z$/, "Z"),
+                (g.to ?? "-").replace("T", " ").replace(/\.\d+Z$/, "Z"),
+                `${g.snapshots[0]?.position ?? 0}-${g.continuousTo}`,
+                g.snapshots.length,
+                g.segments.length,
+              ]);
+              out.line(
+                table(["GENERATION", "FROM", "TO", "TRANSACTIONS", "SNAPSHOTS", "SEGMENTS"], rows)
+                  .split("\n")
+                  .map((l) => `  ${l}`)
+                  .join("\n"),
+              );
+            }
             for (const problem of entry.problems) out.line(`  warning: ${problem}`);
           }
         }
@@ -69,6 +100,15 @@ export function registerList(program: Command): void {
               error: t.error,
               problems: t.problems,
               backups: t.snapshots.map((s) => ({ ...s.manifest, verification: s.verification ?? null })),
+              generations: (r.windows.get(t.target) ?? []).map((g) => ({
+                generation: g.generation,
+                from: g.from,
+                to: g.to,
+                firstTxn: g.snapshots[0]?.position ?? 0,
+                lastTxn: g.continuousTo,
+                snapshots: g.snapshots.length,
+                segments: g.segments.length,
+              })),
             })),
           })),
         });

@@ -1,4 +1,5 @@
-import type { RestoreResult } from "@lifeboat/core";
+import { ErrorCodes, LifeboatError, parseTime, type RestoreResult } from "@lifeboat/core";
+import { type PointInTimeResult, restoreToPoint } from "@lifeboat/wal";
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
 import { type CommonFlags, withCommon } from "../main.js";
@@ -15,6 +16,9 @@ interface Flags extends CommonFlags {
   readonly from?: string;
   readonly to?: string[];
   readonly integrity: "full" | "quick" | "off";
+  readonly toTime?: string;
+  readonly toTxn?: string;
+  readonly generation?: string;
 }
 
 export function registerRestore(program: Command): void {
@@ -29,25 +33,58 @@ export function registerRestore(program: Command): void {
     .option("--confirm <phrase...>", "typed confirmation phrases a guard asks for")
     .option("--from <target>", "read from this target (its name in the config)")
     .option("--to <location...>", "read from this location instead of the config's targets")
+    .option("-t, --to-time <time>", 'the state as of this moment: ISO 8601 or relative ("10 minutes ago")')
+    .option("--to-txn <n>", "the state right after transaction N of the generation (see lifeboat list)")
+    .option("-g, --generation <id>", "restore from this generation (default: the newest that covers the point)")
     .option("--integrity <mode>", "check of the restored file before it is put in place: full, quick, off", "quick")
     .action(async (db: string | undefined, flags: Flags) => {
       const out = createOutput(flags.json);
       const lb = await loadLifeboat(db, flags);
       try {
         const name = flags.to ? lb.databases[0] : db;
-        const result: RestoreResult = await lb
-          .restore(name, {
-            ...(flags.backup ? { backupId: flags.backup } : {}),
-            ...(flags.output ? { output: flags.output } : {}),
-            ...(flags.from ? { from: flags.from } : {}),
-            dryRun: Boolean(flags.dryRun),
-            yes: Boolean(flags.yes),
-            phrases: flags.confirm ?? [],
-            integrity: flags.integrity,
-            ...(canAsk() && !flags.yes ? { ask } : {}),
-            onProgress: out.progress,
-          })
-          .finally(out.endProgress);
+        if (flags.backup && (flags.toTime || flags.toTxn)) {
+          throw new LifeboatError(
+            ErrorCodes.INVALID_ARGUMENT,
+            "--backup restores one snapshot; --to-time and --to-txn pick a point in a generation.",
+            {
+              hint: "Give one of them.",
+            },
+          );
+        }
+        const toTxn = flags.toTxn === undefined ? undefined : Number(flags.toTxn);
+        if (toTxn !== undefined && (!Number.isInteger(toTxn) || toTxn < 0)) {
+          throw new LifeboatError(
+            ErrorCodes.INVALID_ARGUMENT,
+            `--to-txn must be a transaction number, not "${flags.toTxn}".`,
+            {
+              hint: "lifeboat list shows each generation's transactions.",
+            },
+          );
+        }
+        const common = {
+          ...(flags.output ? { output: flags.output } : {}),
+          ...(flags.from ? { from: flags.from } : {}),
+          dryRun: Boolean(flags.dryRun),
+          yes: Boolean(flags.yes),
+          phrases: flags.confirm ?? [],
+          integrity: flags.integrity,
+          ...(canAsk() && !flags.yes ? { ask } : {}),
+          onProgress: out.progress,
+        };
+        let pit: PointInTimeResult | undefined;
+        const result: RestoreResult | PointInTimeResult = flags.backup
+          ? await lb.restore(name, { ...common, backupId: flags.backup }).finally(out.endProgress)
+          : (pit = await restoreToPoint(await lb.database(name), {
+              ...common,
+              ...(flags.toTime ? { toTime: parseTime(flags.toTime) } : {}),
+              ...(toTxn !== undefined ? { toTxn } : {}),
+              ...(flags.generation ? { generation: flags.generation } : {}),
+            }).finally(out.endProgress));
+        if (pit) {
+          out.line(
+            `${pit.dryRun ? "Would restore" : "Restored"} generation ${pit.generation} to transaction ${pit.txn} (${pit.restoredTo}): snapshot at transaction ${pit.snapshotPosition} + ${pit.segmentsApplied} segments`,
+          );
+        }
         out.line(
           `${result.dryRun ? "Would restore" : "Restored"} backup ${result.backupId} (${result.createdAt}, ${formatBytes(result.sizeBytes)}) from ${result.target} ${result.dryRun ? "to" : "into"} ${result.output}`,
         );
