@@ -41,6 +41,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     registerRestore,
     registerVerify,
     registerPrune,
+    registerReplicate,
     registerDemo,
   ]) {
     register(program);

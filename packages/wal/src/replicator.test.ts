@@ -110,3 +110,18 @@ describe("replicator and point-in-time restore", () => {
     expect(readdirSync(join(path, "..")).some((f) => f.includes("lifeboat-restore"))).toBe(false);
   });
 });
+
+describe("replicator generations", () => {
+  it("a database that starts with an empty WAL stays in one generation when the app writes", async () => {
+    const { app, replicator, events } = await setup();
+    app.pragma("wal_checkpoint(TRUNCATE)");
+    await replicator.start();
+    for (let i = 0; i < 5; i++) {
+      app.exec(`INSERT INTO t (v) VALUES ('x${i}')`);
+      await replicator.sync();
+    }
+    await replicator.stop();
+    expect(events.filter((e) => e.type === "generation")).toHaveLength(1);
+    expect(replicator.txn).toBe(5);
+  });
+});

@@ -678,7 +678,10 @@ export class Replicator {
     for await (const txn of scan) transactions.push(txn);
     const result = scan.result;
     if (result.reset) {
-      const expected = this.#restartExpected && posKey(this.#restartExpected) === posKey(position);
+      // At frame 0 the database file holds the whole state and our pin (read lock 0) keeps any
+      // checkpoint from changing it, so SQLite's first writer starting a WAL with fresh salts
+      // continues the history too.
+      const expected = (this.#restartExpected && posKey(this.#restartExpected) === posKey(position)) || position.frame === 0;
       if (
         expected &&
         (result.reset === "missing" || result.reset === "truncated" || result.reset === "header-invalid")

@@ -2,7 +2,7 @@
  * `lifeboat demo`: the README's first command. Creates a sample shop database, backs it up to a
  * local folder with the real CLI, damages it like a bad migration would, and restores it.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { execSql, queryRows } from "@lifeboat/sqlite";
@@ -10,6 +10,8 @@ import type { Command } from "commander";
 import { configTemplate } from "./init.js";
 
 const MARKER = ".lifeboat-demo";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function registerDemo(program: Command): void {
   program
@@ -75,6 +77,49 @@ export function registerDemo(program: Command): void {
 
       say("5. Verify every stored backup (checksums + a trial restore with integrity_check)");
       run("verify");
+
+      say("6. Continuous archiving: every committed transaction is shipped as it happens");
+      process.stdout.write("$ lifeboat replicate &\n");
+      const replicator = spawn(process.execPath, [...process.execArgv, process.argv[1]!, "replicate"], {
+        cwd: dir,
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      let ready: () => void = () => {};
+      const started = new Promise<void>((resolve) => {
+        ready = resolve;
+      });
+      replicator.stdout.on("data", (data: Buffer) => {
+        for (const line of data.toString("utf8").split("\n").filter(Boolean)) {
+          process.stdout.write(`   [replicate] ${line}\n`);
+          if (line.includes("archiving")) ready();
+        }
+      });
+      const exited = new Promise<number | null>((resolve) => replicator.on("exit", resolve));
+      await Promise.race([started, exited]);
+      if (replicator.exitCode !== null) throw new Error(`lifeboat replicate exited ${replicator.exitCode}`);
+      process.stdout.write("   The shop keeps taking orders (one transaction each)...\n");
+      for (let i = 0; i < 40; i++) {
+        execSql(db, `INSERT INTO orders (customer_id, total, placed_at) VALUES (${1 + (i % 500)}, ${10 + i}.5, datetime('now'))`);
+        await sleep(25);
+      }
+      await sleep(400);
+      const beforeBadChange = new Date();
+      show();
+      await sleep(400);
+
+      say(`7. At ${beforeBadChange.toISOString()}, someone runs DELETE FROM orders without a WHERE`);
+      execSql(db, "DELETE FROM orders;");
+      show();
+      await sleep(600);
+      process.stdout.write("$ kill -TERM <replicate>   (it ships what is left, releases its lease, exits 0)\n");
+      replicator.kill("SIGTERM");
+      const code = await exited;
+      if (code !== 0) throw new Error(`lifeboat replicate exited ${code}`);
+      run("list");
+
+      say("8. Point-in-time restore to just before the bad change");
+      run("restore", "--to-time", beforeBadChange.toISOString(), "--yes");
+      show();
       process.stdout.write(`\nDone. Everything is in ${dir}; try \`cd ${flags.dir} && lifeboat list\`.\n`);
     });
 }

@@ -80,14 +80,15 @@ export function registerRestore(program: Command): void {
               ...(toTxn !== undefined ? { toTxn } : {}),
               ...(flags.generation ? { generation: flags.generation } : {}),
             }).finally(out.endProgress));
-        if (pit) {
+        if (pit && (pit.segmentsApplied > 0 || flags.toTime || toTxn !== undefined)) {
           out.line(
-            `${pit.dryRun ? "Would restore" : "Restored"} generation ${pit.generation} to transaction ${pit.txn} (${pit.restoredTo}): snapshot at transaction ${pit.snapshotPosition} + ${pit.segmentsApplied} segments`,
+            `${pit.dryRun ? "Would restore" : "Restored"} ${pit.output} to transaction ${pit.txn} of generation ${pit.generation} (as of ${pit.restoredTo}): snapshot at transaction ${pit.snapshotPosition} + ${pit.segmentsApplied} segments, from ${pit.target}`,
+          );
+        } else {
+          out.line(
+            `${result.dryRun ? "Would restore" : "Restored"} backup ${result.backupId} (${result.createdAt}, ${formatBytes(result.sizeBytes)}) from ${result.target} ${result.dryRun ? "to" : "into"} ${result.output}`,
           );
         }
-        out.line(
-          `${result.dryRun ? "Would restore" : "Restored"} backup ${result.backupId} (${result.createdAt}, ${formatBytes(result.sizeBytes)}) from ${result.target} ${result.dryRun ? "to" : "into"} ${result.output}`,
-        );
         out.line(
           table(
             ["TABLE", "CURRENT ROWS", "BACKUP ROWS", "DIFFERENCE"],

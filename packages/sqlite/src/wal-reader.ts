@@ -1,0 +1,552 @@
+/**
+ * Reads SQLite `-wal` files (sqlite.org/fileformat2.html §4): the header, the frames, the
+ * cumulative checksum chain, and the grouping of frames into committed transactions.
+ *
+ * Pure file parsing: no SQLite library. A frame is valid only if its salts equal the header's,
+ * its page number is non-zero and its checksum equals the running checksum; a scan stops at the
+ * first invalid frame. Only frames up to the last valid commit frame are committed, and nothing
+ * after it is ever reported as committed.
+ *
+ * Frames a scan reported stay valid only while the WAL is not reset. Whoever reads page images
+ * later (the replicator, snapshots) holds a read transaction on the database, which stops SQLite
+ * from resetting the WAL under it.
+ */
+import { open } from "node:fs/promises";
+import { ErrorCodes, LifeboatError } from "@lifeboat/core";
+import { checksumWords, needsSwap, walChecksum } from "./wal-checksum.js";
+
+export { walChecksum } from "./wal-checksum.js";
+
+export const WAL_HEADER_SIZE = 32;
+export const WAL_FRAME_HEADER_SIZE = 24;
+/** Magic for checksums computed on little-endian words. */
+export const WAL_MAGIC_LITTLE_ENDIAN = 0x377f0682;
+/** Magic for checksums computed on big-endian words. */
+export const WAL_MAGIC_BIG_ENDIAN = 0x377f0683;
+export const WAL_FORMAT_VERSION = 3007000;
+
+const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
+
+/** The 32-byte WAL header. All fields are unsigned 32-bit integers. */
+export interface WalHeader {
+  readonly magic: number;
+  /** Checksums are over big-endian words (magic 0x377f0683). */
+  readonly bigEndianChecksum: boolean;
+  /** File format version, 3007000. */
+  readonly version: number;
+  readonly pageSize: number;
+  readonly checkpointSeq: number;
+  readonly salt1: number;
+  readonly salt2: number;
+  /** Checksum of header bytes 0-23; the chain of frame checksums starts from it. */
+  readonly checksum1: number;
+  readonly checksum2: number;
+}
+
+/** The 24-byte header in front of every frame's page image. */
+export interface WalFrameHeader {
+  readonly pgno: number;
+  /** Database size in pages after this commit; 0 unless this is a commit frame. */
+  readonly commitSize: number;
+  readonly salt1: number;
+  readonly salt2: number;
+  readonly checksum1: number;
+  readonly checksum2: number;
+}
+
+/**
+ * A point in a WAL: "everything up to and including `frame` of the WAL whose salts are
+ * `salt1`/`salt2`, whose running checksum after that frame was `checksum1`/`checksum2`".
+ * `frame` is 0 before the first frame; the checksum is then ignored (the header's is used).
+ */
+export interface WalPosition {
+  readonly salt1: number;
+  readonly salt2: number;
+  readonly frame: number;
+  readonly checksum1: number;
+  readonly checksum2: number;
+}
+
+/** One committed transaction: the consecutive frames `firstFrame..lastFrame` (1-based). */
+export interface WalTransaction {
+  readonly firstFrame: number;
+  /** The commit frame. */
+  readonly lastFrame: number;
+  /** Database size in pages after this transaction. */
+  readonly commitSize: number;
+  /** Page number of each frame, in frame order (`pgnos[i]` is frame `firstFrame + i`). */
+  readonly pgnos: Uint32Array;
+  /** The position right after the commit frame; resume a later scan from here. */
+  readonly end: WalPosition;
+}
+
+/** Why a scan stopped reading frames. */
+export type WalStopReason =
+  /** No further bytes: every frame read was valid. */
+  | "end-of-file"
+  /** The file ends inside a frame (a torn write or a writer in progress). */
+  | "partial-frame"
+  /** A frame carries other salts: left over from before a WAL reset. */
+  | "salt-mismatch"
+  /** A frame's checksum does not continue the chain (corruption, torn write, stale frame). */
+  | "checksum-mismatch"
+  /** A frame has page number 0. */
+  | "invalid-page-number"
+  /** `maxFrame` was reached. */
+  | "max-frame"
+  /** The file is missing, shorter than a header, or its header is invalid. */
+  | "no-header"
+  /** The WAL no longer continues `after` (see `WalScanResult.reset`). */
+  | "reset";
+
+/** Why a WAL does not continue the position a scan was asked to resume from. */
+export type WalResetReason =
+  /** The file is gone or shorter than a header, though frames had been seen. */
+  | "missing"
+  /** The header is not a valid WAL header. */
+  | "header-invalid"
+  /** The header has other salts: SQLite restarted the WAL (or it is another file). */
+  | "salt-changed"
+  /** The file is shorter than the position. */
+  | "truncated"
+  /** The frame at the position is not the commit frame that was seen there. */
+  | "position-mismatch";
+
+export interface WalScanResult {
+  /** The header in the file now, or null when there is no valid one. */
+  readonly header: WalHeader | null;
+  /** Set when `after` was given and the WAL no longer continues it; no transactions were yielded. */
+  readonly reset: WalResetReason | null;
+  /**
+   * The position after the last committed frame: the last yielded transaction's `end`, else
+   * `after` (nothing new), else frame 0 of the current header. Null when there is no usable
+   * header or on reset.
+   */
+  readonly end: WalPosition | null;
+  /** Index of the last committed frame (0 when none). */
+  readonly lastCommitFrame: number;
+  /** Database size in pages after that commit (0 when unknown: no commit seen). */
+  readonly commitSize: number;
+  /** Index of the last frame that validated, committed or not. */
+  readonly lastValidFrame: number;
+  /** Valid frames after the last commit: a transaction in progress or rolled back. Never yielded. */
+  readonly uncommittedFrames: number;
+  readonly stop: WalStopReason;
+  /** Size of the file when the scan started (0 when missing). */
+  readonly fileSize: number;
+}
+
+export interface WalScanOptions {
+  /** Resume after this position (from an earlier scan's `end` or a transaction's `end`). */
+  readonly after?: WalPosition;
+  /** Read no frame past this index (inclusive). */
+  readonly maxFrame?: number;
+  /** Bytes per read; rounded to whole frames. Default 4 MiB. */
+  readonly chunkSize?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** A scan in progress: iterate it for the committed transactions, then read `result`. */
+export interface WalScan extends AsyncIterable<WalTransaction> {
+  /** What the scan saw. Throws if read before the iteration has finished. */
+  readonly result: WalScanResult;
+}
+
+function u32be(buf: Uint8Array, offset: number): number {
+  return ((buf[offset]! << 24) | (buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!) >>> 0;
+}
+
+/**
+ * Parses and validates a WAL header (the first 32 bytes of `buf`). Returns null unless the magic,
+ * version, page size (a power of two from 512 to 65536) and the header checksum over bytes 0-23
+ * are all valid.
+ */
+export function parseWalHeader(buf: Uint8Array): WalHeader | null {
+  if (buf.byteLength < WAL_HEADER_SIZE) return null;
+  const magic = u32be(buf, 0);
+  if (magic !== WAL_MAGIC_LITTLE_ENDIAN && magic !== WAL_MAGIC_BIG_ENDIAN) return null;
+  const version = u32be(buf, 4);
+  const pageSize = u32be(buf, 8);
+  if (version !== WAL_FORMAT_VERSION) return null;
+  if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) return null;
+  const bigEndianChecksum = magic === WAL_MAGIC_BIG_ENDIAN;
+  const checksum1 = u32be(buf, 24);
+  const checksum2 = u32be(buf, 28);
+  const [s0, s1] = walChecksum(buf.subarray(0, 24), 0, 0, bigEndianChecksum);
+  if (s0 !== checksum1 || s1 !== checksum2) return null;
+  return {
+    magic,
+    bigEndianChecksum,
+    version,
+    pageSize,
+    checkpointSeq: u32be(buf, 12),
+    salt1: u32be(buf, 16),
+    salt2: u32be(buf, 20),
+    checksum1,
+    checksum2,
+  };
+}
+
+/** Decodes a frame header at `offset` of `buf` (no validation). */
+export function parseWalFrameHeader(buf: Uint8Array, offset = 0): WalFrameHeader {
+  return {
+    pgno: u32be(buf, offset),
+    commitSize: u32be(buf, offset + 4),
+    salt1: u32be(buf, offset + 8),
+    salt2: u32be(buf, offset + 12),
+    checksum1: u32be(buf, offset + 16),
+    checksum2: u32be(buf, offset + 20),
+  };
+}
+
+/** Byte offset of frame `frame` (1-based) in a WAL file; its page image starts 24 bytes later. */
+export function walFrameOffset(frame: number, pageSize: number): number {
+  return WAL_HEADER_SIZE + (frame - 1) * (WAL_FRAME_HEADER_SIZE + pageSize);
+}
+
+/** The position at the start of a WAL (before frame 1). */
+export function walStartPosition(header: WalHeader): WalPosition {
+  return {
+    salt1: header.salt1,
+    salt2: header.salt2,
+    frame: 0,
+    checksum1: header.checksum1,
+    checksum2: header.checksum2,
+  };
+}
+
+/**
+ * Scans the WAL at `path` in large sequential reads and yields its committed transactions in
+ * order: from frame 1, or after `options.after`. Stops at the first invalid frame, at
+ * `maxFrame`, or at the end of the file. Frames after the last valid commit frame are counted in
+ * `result.uncommittedFrames` and never yielded.
+ *
+ * When resuming, the WAL must still continue `after`: same salts, the file long enough, and the
+ * frame at `after.frame` a commit frame whose stored checksum equals `after`'s. Otherwise
+ * `result.reset` says why and nothing is yielded: the caller starts over without `after` (and,
+ * for continuous archiving, a new generation). A missing file or a header of the generation
+ * before `after` (salt-1 one less: SQLite restarted the WAL in its index but has not written the
+ * new header yet) is not a reset when `after.frame` is 0.
+ *
+ * Memory: one read buffer plus the page numbers of the transaction being assembled.
+ */
+export function scanWal(path: string, options: WalScanOptions = {}): WalScan {
+  let result: WalScanResult | undefined;
+  let started = false;
+  return {
+    get result(): WalScanResult {
+      if (!result) throw internal("WalScan.result is available once the iteration has finished");
+      return result;
+    },
+    [Symbol.asyncIterator](): AsyncIterator<WalTransaction> {
+      if (started) throw internal("A WalScan can be iterated only once");
+      started = true;
+      return runScan(path, options, (r) => {
+        result = r;
+      });
+    },
+  };
+}
+
+/** Runs a scan to the end and collects its transactions (metadata only: page numbers, not pages). */
+export async function readWalTransactions(
+  path: string,
+  options: WalScanOptions = {},
+): Promise<{ transactions: WalTransaction[]; result: WalScanResult }> {
+  const scan = scanWal(path, options);
+  const transactions: WalTransaction[] = [];
+  for await (const txn of scan) transactions.push(txn);
+  return { transactions, result: scan.result };
+}
+
+async function* runScan(
+  path: string,
+  options: WalScanOptions,
+  finish: (result: WalScanResult) => void,
+): AsyncGenerator<WalTransaction, void, undefined> {
+  const after = options.after;
+  const maxFrame = options.maxFrame ?? Number.POSITIVE_INFINITY;
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(path, "r");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    finish(noHeaderResult(null, 0, after, after && after.frame > 0 ? "missing" : null));
+    return;
+  }
+  try {
+    const fileSize = (await handle.stat()).size;
+    const headerBuf = Buffer.alloc(WAL_HEADER_SIZE);
+    const { bytesRead } = await handle.read(headerBuf, 0, WAL_HEADER_SIZE, 0);
+    const header = bytesRead === WAL_HEADER_SIZE ? parseWalHeader(headerBuf) : null;
+    if (!header) {
+      const reason = after && after.frame > 0 ? (bytesRead < WAL_HEADER_SIZE ? "missing" : "header-invalid") : null;
+      finish(noHeaderResult(null, fileSize, after, reason));
+      return;
+    }
+    const pageSize = header.pageSize;
+    const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
+
+    let running: [number, number] = [header.checksum1, header.checksum2];
+    let frame = 1;
+    let lastCommitFrame = 0;
+    let commitSize = 0;
+    let end: WalPosition = walStartPosition(header);
+
+    if (after) {
+      if (after.salt1 !== header.salt1 || after.salt2 !== header.salt2) {
+        // Frame 0 of a generation SQLite has announced in its index but not yet written.
+        const announced = after.frame === 0 && ((header.salt1 + 1) >>> 0 === after.salt1 || fileSize === 0);
+        finish(
+          announced
+            ? { ...noHeaderResult(header, fileSize, after, null), stop: "end-of-file" }
+            : noHeaderResult(header, fileSize, after, "salt-changed"),
+        );
+        return;
+      }
+      if (after.frame > 0) {
+        const afterOffset = walFrameOffset(after.frame, pageSize);
+        if (fileSize < afterOffset + frameSize) {
+          finish(noHeaderResult(header, fileSize, after, "truncated"));
+          return;
+        }
+        const frameHeader = Buffer.alloc(WAL_FRAME_HEADER_SIZE);
+        await handle.read(frameHeader, 0, WAL_FRAME_HEADER_SIZE, afterOffset);
+        const fh = parseWalFrameHeader(frameHeader);
+        if (
+          fh.commitSize === 0 ||
+          fh.salt1 !== header.salt1 ||
+          fh.salt2 !== header.salt2 ||
+          fh.checksum1 !== after.checksum1 ||
+          fh.checksum2 !== after.checksum2
+        ) {
+          finish(noHeaderResult(header, fileSize, after, "position-mismatch"));
+          return;
+        }
+        running = [after.checksum1, after.checksum2];
+        frame = after.frame + 1;
+        lastCommitFrame = after.frame;
+        commitSize = fh.commitSize;
+        end = after;
+      }
+    }
+
+    const swap = needsSwap(header.bigEndianChecksum);
+    const framesPerChunk = Math.max(1, Math.floor((options.chunkSize ?? DEFAULT_CHUNK_SIZE) / frameSize));
+    // allocUnsafeSlow: its own ArrayBuffer at offset 0, so the Int32Array view is aligned.
+    const buf = Buffer.allocUnsafeSlow(framesPerChunk * frameSize);
+    const words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
+    const frameWords = frameSize >>> 2;
+    let pending: number[] = [];
+    let firstPending = frame;
+    let lastValidFrame = frame - 1;
+    let stop: WalStopReason = "end-of-file";
+
+    scanning: while (true) {
+      if (frame > maxFrame) {
+        stop = "max-frame";
+        break;
+      }
+      options.signal?.throwIfAborted();
+      const frames = Math.min(framesPerChunk, maxFrame - frame + 1);
+      const want = frames * frameSize;
+      const got = await readFully(handle, buf, want, walFrameOffset(frame, pageSize));
+      const whole = Math.floor(got / frameSize);
+      for (let k = 0; k < whole; k++) {
+        const base = k * frameSize;
+        const pgno = u32be(buf, base);
+        const frameCommit = u32be(buf, base + 4);
+        if (u32be(buf, base + 8) !== header.salt1 || u32be(buf, base + 12) !== header.salt2) {
+          stop = "salt-mismatch";
+          break scanning;
+        }
+        if (pgno === 0) {
+          stop = "invalid-page-number";
+          break scanning;
+        }
+        const w = k * frameWords;
+        const afterHeader = checksumWords(words, w, w + 2, running[0], running[1], swap);
+        const sum = checksumWords(words, w + 6, w + frameWords, afterHeader[0], afterHeader[1], swap);
+        if (sum[0] !== u32be(buf, base + 16) || sum[1] !== u32be(buf, base + 20)) {
+          stop = "checksum-mismatch";
+          break scanning;
+        }
+        running = sum;
+        lastValidFrame = frame;
+        pending.push(pgno);
+        if (frameCommit !== 0) {
+          end = { salt1: header.salt1, salt2: header.salt2, frame, checksum1: sum[0], checksum2: sum[1] };
+          lastCommitFrame = frame;
+          commitSize = frameCommit;
+          const txn: WalTransaction = {
+            firstFrame: firstPending,
+            lastFrame: frame,
+            commitSize: frameCommit,
+            pgnos: Uint32Array.from(pending),
+            end,
+          };
+          pending = [];
+          firstPending = frame + 1;
+          frame++;
+          // The buffer is reused only after the consumer asks for the next transaction; nothing
+          // yielded refers to it.
+          yield txn;
+          continue;
+        }
+        frame++;
+      }
+      if (got < want) {
+        stop = got % frameSize === 0 ? "end-of-file" : "partial-frame";
+        break;
+      }
+    }
+    finish({
+      header,
+      reset: null,
+      end,
+      lastCommitFrame,
+      commitSize,
+      lastValidFrame,
+      uncommittedFrames: lastValidFrame - lastCommitFrame,
+      stop,
+      fileSize,
+    });
+  } finally {
+    await handle.close();
+  }
+}
+
+function noHeaderResult(
+  header: WalHeader | null,
+  fileSize: number,
+  after: WalPosition | undefined,
+  reset: WalResetReason | null,
+): WalScanResult {
+  const keep = reset === null && after !== undefined;
+  const frame = keep ? after.frame : 0;
+  return {
+    header,
+    reset,
+    end: keep ? after : null,
+    lastCommitFrame: frame,
+    commitSize: 0,
+    lastValidFrame: frame,
+    uncommittedFrames: 0,
+    stop: reset ? "reset" : "no-header",
+    fileSize,
+  };
+}
+
+/** Reads until `length` bytes or the end of the file; returns the bytes read. */
+async function readFully(
+  handle: Awaited<ReturnType<typeof open>>,
+  buf: Buffer,
+  length: number,
+  position: number,
+): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await handle.read(buf, done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+/** Where to find each page of a database as of a WAL commit. */
+export interface WalPageIndex {
+  /** The WAL header, or null when there is no valid WAL. */
+  readonly header: WalHeader | null;
+  /** Page number -> byte offset of its page image (after the frame header) in the WAL file: the latest frame at or before `lastCommitFrame`. */
+  readonly pages: ReadonlyMap<number, number>;
+  /** The commit the index is as of (0 when the WAL has no committed frame). */
+  readonly lastCommitFrame: number;
+  /** Database size in pages after that commit (0 when none). */
+  readonly commitSize: number;
+  /** The position after `lastCommitFrame`, or null without a WAL. */
+  readonly end: WalPosition | null;
+  /** The full scan result (stop reason, uncommitted frames). */
+  readonly scan: WalScanResult;
+}
+
+/**
+ * Builds the page index of a snapshot: for frames 1..last commit (at most `maxFrame`), maps each
+ * page number to the file offset of its latest page image. Pages absent from the map are read
+ * from the database file; pages past `commitSize` are not part of the database.
+ */
+export async function buildWalPageIndex(
+  path: string,
+  options: { readonly maxFrame?: number; readonly signal?: AbortSignal; readonly chunkSize?: number } = {},
+): Promise<WalPageIndex> {
+  const scan = scanWal(path, options);
+  const latestFrame = new Map<number, number>();
+  for await (const txn of scan) {
+    for (let i = 0; i < txn.pgnos.length; i++) latestFrame.set(txn.pgnos[i]!, txn.firstFrame + i);
+  }
+  const result = scan.result;
+  const pageSize = result.header?.pageSize ?? 0;
+  const pages = new Map<number, number>();
+  for (const [pgno, frame] of latestFrame) pages.set(pgno, walFrameOffset(frame, pageSize) + WAL_FRAME_HEADER_SIZE);
+  return {
+    header: result.header,
+    pages,
+    lastCommitFrame: result.lastCommitFrame,
+    commitSize: result.commitSize,
+    end: result.end,
+    scan: result,
+  };
+}
+
+/** A page image read from a WAL frame. */
+export interface WalPage {
+  readonly frame: number;
+  readonly pgno: number;
+  /** The page image (not shared with later pages). */
+  readonly data: Buffer;
+}
+
+/**
+ * Reads the page images of a transaction reported by `scanWal`, in frame order, in large
+ * sequential reads. The caller must still hold the read transaction that kept the WAL from being
+ * reset since the scan; the frames' salts are checked again and a mismatch throws.
+ */
+export async function* readWalPages(
+  path: string,
+  header: WalHeader,
+  txn: WalTransaction,
+  options: { readonly chunkSize?: number } = {},
+): AsyncGenerator<WalPage, void, undefined> {
+  const frameSize = WAL_FRAME_HEADER_SIZE + header.pageSize;
+  const framesPerChunk = Math.max(1, Math.floor((options.chunkSize ?? DEFAULT_CHUNK_SIZE) / frameSize));
+  const handle = await open(path, "r");
+  try {
+    let frame = txn.firstFrame;
+    while (frame <= txn.lastFrame) {
+      const count = Math.min(framesPerChunk, txn.lastFrame - frame + 1);
+      const buf = Buffer.allocUnsafe(count * frameSize);
+      const got = await readFully(handle, buf, buf.byteLength, walFrameOffset(frame, header.pageSize));
+      if (got < buf.byteLength)
+        throw internal(
+          `WAL ${path} ends before frame ${frame + Math.floor(got / frameSize)}, which a scan reported as committed`,
+        );
+      for (let k = 0; k < count; k++, frame++) {
+        const fh = parseWalFrameHeader(buf, k * frameSize);
+        if (fh.salt1 !== header.salt1 || fh.salt2 !== header.salt2) {
+          throw internal(`WAL ${path} was reset while frame ${frame} was being read`);
+        }
+        const start = k * frameSize + WAL_FRAME_HEADER_SIZE;
+        // A fresh buffer per chunk, so handing out views of it is safe.
+        yield { frame, pgno: fh.pgno, data: buf.subarray(start, start + header.pageSize) };
+      }
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+function internal(message: string): LifeboatError {
+  return new LifeboatError(ErrorCodes.INTERNAL, message, {
+    plugin: "sqlite",
+    hint: "Hold a read transaction on the database while reading its WAL; if you did, please report this.",
+  });
+}
