@@ -5,7 +5,9 @@
  *
  * Keys are UTF-8 strings of segments separated by `/`. A valid key is non-empty, does not start
  * or end with `/`, has no empty, `.` or `..` segment, and contains no NUL or backslash.
- * Targets reject anything else with an `INVALID_KEY` error (see `assertValidKey`).
+ * Targets reject anything else with an `INVALID_KEY` error (see `assertValidKey`). A key may not
+ * also be the `/`-prefix of another key (`a` beside `a/b`): file-system targets cannot store both
+ * and may reject such a put with `INVALID_KEY` (Lifeboat's own layout never needs it).
  */
 import { ErrorCodes, LifeboatError } from "./errors.js";
 
@@ -22,7 +24,7 @@ export interface StorageCapabilities {
   readonly rangeReads: boolean;
   /** The target can make objects immutable for a retention period (e.g. S3 Object Lock). */
   readonly objectLock: boolean;
-  /** `put` stores `metadata` and `head`/`get`/`list` return it. */
+  /** `put` stores `metadata` and `head`/`get` return it (listings need not). */
   readonly metadata: boolean;
 }
 
@@ -45,12 +47,16 @@ export interface CallOptions {
 export interface PutOptions extends CallOptions {
   /** `"*"`: create only if the key does not exist, else throw `PreconditionFailedError`. */
   readonly ifNoneMatch?: "*";
-  /** The exact body length when known; lets targets pick a single-request upload. */
+  /**
+   * The exact body length when known; lets targets pick a single-request upload. If the body's
+   * length differs, `put` fails and stores nothing.
+   */
   readonly contentLength?: number;
   /** Small string metadata (keys lower-case ASCII). Stored only with the `metadata` capability. */
   readonly metadata?: Readonly<Record<string, string>>;
 }
 
+/** A range past the end fails with `INVALID_ARGUMENT`; an offset equal to the size yields an empty body. */
 export interface ByteRange {
   /** First byte, 0-based. */
   readonly offset: number;
@@ -63,6 +69,7 @@ export interface GetOptions extends CallOptions {
   readonly range?: ByteRange;
 }
 
+/** `size` is the whole object's size, also when a range was asked. */
 export interface GetResult extends ObjectInfo {
   /** The bytes (of the range, if one was asked). Consume it or call `return()` to release. */
   readonly body: AsyncIterable<Uint8Array>;
