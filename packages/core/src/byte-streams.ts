@@ -59,7 +59,7 @@ export class Fanout {
         if (this.#alive[i]) out.end();
       });
     } catch (error) {
-      this.outputs.forEach((out, i) => {
+      this.outputs.forEach((_out, i) => {
         if (this.#alive[i]) this.drop(i, error instanceof Error ? error : new Error(String(error)));
       });
       throw error;

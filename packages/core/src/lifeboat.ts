@@ -152,7 +152,7 @@ export class Lifeboat {
         }),
     );
     if (this.#options.hooks) hooks.add("programmatic hooks", this.#options.hooks);
-    hooksFromConfig(db.hooks).forEach((h, i) => hooks.add(`${where}.hooks[${i}]`, h));
+    for (const [i, h] of hooksFromConfig(db.hooks).entries()) hooks.add(`${where}.hooks[${i}]`, h);
     const codecForSpec = async (spec: { type: string }) => {
       const plugin = await this.registry.resolve(
         "codec",

@@ -61,8 +61,9 @@ export function planRetention(
   };
   const newestGood = newestFirst.find((i) => i.ok);
   if (newestGood) keep(newestGood.id, "newest good backup");
-  if (policy.keepLast !== undefined)
-    newestFirst.slice(0, policy.keepLast).forEach((i) => keep(i.id, `last ${policy.keepLast}`));
+  if (policy.keepLast !== undefined) {
+    for (const i of newestFirst.slice(0, policy.keepLast)) keep(i.id, `last ${policy.keepLast}`);
+  }
   if (policy.keepWithinMs !== undefined) {
     for (const i of newestFirst) if (i.createdAt >= now - policy.keepWithinMs) keep(i.id, "within window");
   }

@@ -1,6 +1,7 @@
 export { type DatabaseHolder, findHolders } from "./in-use.js";
 export { ENVIRONMENT_TABLES } from "./inspect.js";
 export { SNAPSHOT_CHUNK_SIZE, type SqliteSnapshot, type SqliteSnapshotOptions } from "./snapshot.js";
+export { execSql, queryRows } from "./sql.js";
 export {
   checkIntegrity,
   describeDatabase,
@@ -36,4 +37,3 @@ export {
   walFrameOffset,
   walStartPosition,
 } from "./wal-reader.js";
-export { execSql, queryRows } from "./sql.js";

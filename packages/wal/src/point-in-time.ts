@@ -20,7 +20,6 @@ import {
   keys,
   LifeboatError,
   type OperationOptions,
-  parseManifestKey,
   planRestore,
   Repository,
   type RestorePlan,

@@ -379,7 +379,7 @@ export class Replicator {
 
   async #resume(): Promise<boolean> {
     const state = await this.spool.readState<PersistedState>();
-    if (!state || state.format !== "lifeboat.replicator-state" || state.database !== this.db.name) return false;
+    if (state?.format !== "lifeboat.replicator-state" || state.database !== this.db.name) return false;
     if (state.dbIdentity.dev !== this.#dbIdentity?.dev || state.dbIdentity.ino !== this.#dbIdentity?.ino) {
       this.#emit({
         type: "generation",
@@ -681,7 +681,8 @@ export class Replicator {
       // At frame 0 the database file holds the whole state and our pin (read lock 0) keeps any
       // checkpoint from changing it, so SQLite's first writer starting a WAL with fresh salts
       // continues the history too.
-      const expected = (this.#restartExpected && posKey(this.#restartExpected) === posKey(position)) || position.frame === 0;
+      const expected =
+        (this.#restartExpected && posKey(this.#restartExpected) === posKey(position)) || position.frame === 0;
       if (
         expected &&
         (result.reset === "missing" || result.reset === "truncated" || result.reset === "header-invalid")
@@ -726,7 +727,7 @@ export class Replicator {
       for (const txn of transactions) for await (const page of readWalPages(walPath, header, txn)) yield page;
     })();
     const spooled = await this.spool.write(segmentHeader, encodeSegment(segmentHeader, pages));
-    transactions.forEach((t, i) => this.#positions.set(posKey(t.end), this.#txn + 1 + i));
+    for (const [i, t] of transactions.entries()) this.#positions.set(posKey(t.end), this.#txn + 1 + i);
     this.#txn = segmentHeader.lastTxn;
     this.#position = last.end;
     this.#restartExpected = null;

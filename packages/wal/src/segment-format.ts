@@ -116,8 +116,7 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
   const reader = new ByteReader(source[Symbol.asyncIterator]());
   const hash = createHash("sha256");
   const prefix = await reader.read(16);
-  if (!prefix || !prefix.subarray(0, 8).equals(SEGMENT_MAGIC))
-    throw corrupt(name, "it does not start with the segment magic");
+  if (!prefix?.subarray(0, 8).equals(SEGMENT_MAGIC)) throw corrupt(name, "it does not start with the segment magic");
   const version = prefix.readUInt32BE(8);
   if (version > SEGMENT_FORMAT_VERSION) {
     throw new LifeboatError(
@@ -161,7 +160,7 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
       }
       if (await pages.read(1)) throw corrupt(name, "it has bytes after its last transaction");
       const trailer = reader.trailer;
-      if (!trailer || !trailer.equals(hash.digest())) throw corrupt(name, "its sha256 trailer does not match");
+      if (!trailer?.equals(hash.digest())) throw corrupt(name, "its sha256 trailer does not match");
     },
   };
 }

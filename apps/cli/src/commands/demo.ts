@@ -99,7 +99,10 @@ export function registerDemo(program: Command): void {
       if (replicator.exitCode !== null) throw new Error(`lifeboat replicate exited ${replicator.exitCode}`);
       process.stdout.write("   The shop keeps taking orders (one transaction each)...\n");
       for (let i = 0; i < 40; i++) {
-        execSql(db, `INSERT INTO orders (customer_id, total, placed_at) VALUES (${1 + (i % 500)}, ${10 + i}.5, datetime('now'))`);
+        execSql(
+          db,
+          `INSERT INTO orders (customer_id, total, placed_at) VALUES (${1 + (i % 500)}, ${10 + i}.5, datetime('now'))`,
+        );
         await sleep(25);
       }
       await sleep(400);

@@ -71,15 +71,16 @@ export function registerRestore(program: Command): void {
           ...(canAsk() && !flags.yes ? { ask } : {}),
           onProgress: out.progress,
         };
-        let pit: PointInTimeResult | undefined;
-        const result: RestoreResult | PointInTimeResult = flags.backup
-          ? await lb.restore(name, { ...common, backupId: flags.backup }).finally(out.endProgress)
-          : (pit = await restoreToPoint(await lb.database(name), {
+        const pit: PointInTimeResult | undefined = flags.backup
+          ? undefined
+          : await restoreToPoint(await lb.database(name), {
               ...common,
               ...(flags.toTime ? { toTime: parseTime(flags.toTime) } : {}),
               ...(toTxn !== undefined ? { toTxn } : {}),
               ...(flags.generation ? { generation: flags.generation } : {}),
-            }).finally(out.endProgress));
+            }).finally(out.endProgress);
+        const result: RestoreResult | PointInTimeResult =
+          pit ?? (await lb.restore(name, { ...common, backupId: flags.backup! }).finally(out.endProgress));
         if (pit && (pit.segmentsApplied > 0 || flags.toTime || toTxn !== undefined)) {
           out.line(
             `${pit.dryRun ? "Would restore" : "Restored"} ${pit.output} to transaction ${pit.txn} of generation ${pit.generation} (as of ${pit.restoredTo}): snapshot at transaction ${pit.snapshotPosition} + ${pit.segmentsApplied} segments, from ${pit.target}`,
