@@ -3,9 +3,11 @@
  * it, in order, up to the target (a time, a transaction number, or the end), applied to a temp
  * file; then the integrity check and the same safe swap as a snapshot restore.
  */
-import { constants } from "node:fs";
-import { open } from "node:fs/promises";
-import { resolve } from "node:path";
+import { constants, createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, open } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import {
   type ConfirmOptions,
   checkRestoredFile,
@@ -298,11 +300,14 @@ async function applySegments(
   let applied = 0;
   let size = (await handle.stat()).size;
   const prefetch = Math.max(1, options.prefetch ?? 8);
-  // Fetch ahead: each segment's bytes are read into memory while earlier ones are applied.
-  const fetched = new Map<number, Promise<Buffer>>();
+  // Fetch ahead into temp files next to the output (constant memory, whatever a segment's size);
+  // each is decoded from its file while later ones download.
+  const spill = await mkdtemp(join(dirname(file), ".lifeboat-segments-"));
+  const fetched = new Map<number, Promise<string>>();
   const fetch = (i: number) => {
     const seg = choice.segments[i];
     if (!seg || fetched.has(i)) return;
+    const target = join(spill, `${i}.seg`);
     fetched.set(
       i,
       (async () => {
@@ -314,16 +319,13 @@ async function applySegments(
             throw new LifeboatError(
               ErrorCodes.CONFIG_INVALID,
               `Segment ${seg.key} was written with the .${ext} codec, which this config does not have.`,
-              {
-                hint: "Add the codec (and its keys) to the database's codecs in lifeboat.yml.",
-              },
+              { hint: "Add the codec (and its keys) to the database's codecs in lifeboat.yml." },
             );
           }
           codecs.push(codec);
         }
-        const chunks: Buffer[] = [];
-        for await (const chunk of decodeChain(codecs, object.body)) chunks.push(Buffer.from(chunk));
-        return Buffer.concat(chunks);
+        await pipeline(Readable.from(decodeChain(codecs, object.body)), createWriteStream(target, { mode: 0o600 }));
+        return target;
       })(),
     );
     fetched.get(i)!.catch(() => {});
@@ -332,14 +334,9 @@ async function applySegments(
     outer: for (let i = 0; i < choice.segments.length; i++) {
       for (let k = i; k < i + prefetch; k++) fetch(k);
       const seg = choice.segments[i]!;
-      const bytes = await fetched.get(i)!;
+      const segmentFile = await fetched.get(i)!;
       fetched.delete(i);
-      const decoded = await decodeSegment(
-        (async function* () {
-          yield bytes;
-        })(),
-        seg.key,
-      );
+      const decoded = await decodeSegment(createReadStream(segmentFile), seg.key);
       if (decoded.header.pageSize !== pageSize) {
         throw new LifeboatError(
           ErrorCodes.CORRUPT_BACKUP,
@@ -388,6 +385,8 @@ async function applySegments(
     await handle.sync();
   } finally {
     await handle.close();
+    await Promise.allSettled(fetched.values());
+    await removeQuietly(spill);
   }
   return { txn, observedAt, segments: applied };
 }

@@ -141,27 +141,40 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
   const body = reader.allButLast(TRAILER, hash);
   const plain = header.compression === "gzip" ? inflate(body) : body;
   const pages = new ByteReader(plain[Symbol.asyncIterator]());
+  /** Reads from the decompressed body; zlib and stream failures become CORRUPT_BACKUP naming the segment. */
+  const readPlain = async (n: number): Promise<Buffer | undefined> => {
+    try {
+      return await pages.read(n);
+    } catch (error) {
+      if (error instanceof LifeboatError) throw error;
+      throw corrupt(name, `its body cannot be read (${error instanceof Error ? error.message : String(error)})`);
+    }
+  };
+  async function* readTransactions(): AsyncGenerator<{
+    readonly txn: SegmentTransaction;
+    readonly pages: AsyncGenerator<SegmentPage>;
+  }> {
+    for (const txn of header.transactions) {
+      let read = 0;
+      const txnPages = (async function* (): AsyncGenerator<SegmentPage> {
+        for (; read < txn.pages; read++) {
+          const record = await readPlain(4 + header.pageSize);
+          if (!record) throw corrupt(name, `it ends inside transaction ${txn.txn}`);
+          yield { pgno: record.readUInt32BE(0), data: record.subarray(4) };
+        }
+      })();
+      yield { txn, pages: txnPages };
+      for await (const _ of txnPages) {
+        // drain what the caller did not read
+      }
+    }
+    if (await readPlain(1)) throw corrupt(name, "it has bytes after its last transaction");
+    const trailer = reader.trailer;
+    if (!trailer?.equals(hash.digest())) throw corrupt(name, "its sha256 trailer does not match");
+  }
   return {
     header,
-    async *transactions() {
-      for (const txn of header.transactions) {
-        let read = 0;
-        const txnPages = (async function* (): AsyncGenerator<SegmentPage> {
-          for (; read < txn.pages; read++) {
-            const record = await pages.read(4 + header.pageSize);
-            if (!record) throw corrupt(name, `it ends inside transaction ${txn.txn}`);
-            yield { pgno: record.readUInt32BE(0), data: record.subarray(4) };
-          }
-        })();
-        yield { txn, pages: txnPages };
-        for await (const _ of txnPages) {
-          // drain what the caller did not read
-        }
-      }
-      if (await pages.read(1)) throw corrupt(name, "it has bytes after its last transaction");
-      const trailer = reader.trailer;
-      if (!trailer?.equals(hash.digest())) throw corrupt(name, "its sha256 trailer does not match");
-    },
+    transactions: readTransactions,
   };
 }
 
