@@ -18,4 +18,5 @@ export {
   type SegmentTransaction,
 } from "./segment-format.js";
 export { parseSegmentKey, type SegmentKeyInfo, segmentKey, walPrefix } from "./segment-keys.js";
+export { queueDirOf, requestSnapshot, type SnapshotResponse } from "./snapshot-requests.js";
 export { Spool, type SpooledSegment } from "./spool.js";

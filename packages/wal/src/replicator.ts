@@ -51,6 +51,7 @@ import Database from "better-sqlite3";
 import { Lease } from "./lease.js";
 import { encodeSegment, type SegmentHeader, type SegmentPage, type SegmentTransaction } from "./segment-format.js";
 import { segmentKey } from "./segment-keys.js";
+import { announce, answer, takeRequests, withdraw } from "./snapshot-requests.js";
 import { Spool, type SpooledSegment } from "./spool.js";
 
 export interface ReplicatorOptions {
@@ -254,6 +255,7 @@ export class Replicator {
     this.#pin();
     const resumed = await this.#resume();
     if (!resumed) await this.#startGeneration("first run");
+    await announce(this.spool.dir, this.db);
     this.#watch();
     this.#leaseTimer = setInterval(() => void this.#renewLeases(), Math.max(1000, Math.floor(this.#o.leaseTtlMs / 3)));
     if (this.#o.snapshotIntervalMs) {
@@ -610,7 +612,42 @@ export class Replicator {
     } catch {
       this.#watcher = null; // polling alone still works
     }
-    this.#timer = setInterval(wake, this.#o.syncIntervalMs);
+    this.#timer = setInterval(
+      () => {
+        wake();
+        void this.#serveRequests();
+      },
+      Math.min(this.#o.syncIntervalMs, 250),
+    );
+  }
+
+  #serving = false;
+
+  /** Snapshot requests from `lifeboat backup` (see snapshot-requests.ts). */
+  async #serveRequests(): Promise<void> {
+    if (this.#serving || this.#stopped) return;
+    this.#serving = true;
+    try {
+      for (const request of await takeRequests(this.spool.dir)) {
+        try {
+          const position = await this.snapshot(request.reason);
+          await answer(this.spool.dir, request.id, {
+            ok: true,
+            generation: this.#generation!,
+            position,
+            id: snapshotId(this.#generation!, position),
+          });
+        } catch (error) {
+          const e = error instanceof LifeboatError ? error : new LifeboatError(ErrorCodes.INTERNAL, String(error));
+          await answer(this.spool.dir, request.id, {
+            ok: false,
+            error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) },
+          });
+        }
+      }
+    } finally {
+      this.#serving = false;
+    }
   }
 
   /** Ships everything committed so far to the local queue (and wakes the uploaders). */
@@ -1034,6 +1071,7 @@ export class Replicator {
       if (t.retryTimer) clearTimeout(t.retryTimer);
     }
     await this.#persist().catch(() => {});
+    await withdraw(this.spool.dir).catch(() => {});
     await this.#releaseLeases();
     this.#closeConnections();
     return { pending: behind().map((t) => ({ target: t.repo.named.name, shipped: t.shipped, txn: this.#txn })) };

@@ -1,4 +1,5 @@
 import type { BackupResult, LifeboatError } from "@lifeboat/core";
+import { requestSnapshot } from "@lifeboat/wal";
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
 import { type CommonFlags, withCommon } from "../main.js";
@@ -21,7 +22,18 @@ export function registerBackup(program: Command): void {
       try {
         const names = db === undefined ? lb.databases : [flags.to ? lb.databases[0]! : db];
         const results: BackupResult[] = [];
+        const cooperative = [];
         for (const name of names) {
+          if (!flags.to) {
+            const response = await requestSnapshot(await lb.database(name), flags.reason);
+            if (response) {
+              out.line(
+                `Snapshot ${response.id} of ${name} taken by the running replicator (generation ${response.generation}, transaction ${response.position})`,
+              );
+              cooperative.push({ database: name, ...response });
+              continue;
+            }
+          }
           const result = await lb
             .backup(name, { reason: flags.reason, onProgress: out.progress })
             .finally(out.endProgress);
@@ -33,7 +45,7 @@ export function registerBackup(program: Command): void {
           );
           for (const t of result.targets) out.line(`  -> ${t.target}: ${t.location}/${t.key}`);
         }
-        out.result({ ok: true, backups: results });
+        out.result({ ok: true, backups: results, ...(cooperative.length ? { replicatorSnapshots: cooperative } : {}) });
       } catch (error) {
         const partial = (error as LifeboatError).details?.result as BackupResult | undefined;
         if (partial && !flags.json) {
