@@ -123,6 +123,8 @@ export function registerDemo(program: Command): void {
       say("8. Point-in-time restore to just before the bad change");
       run("restore", "--to-time", beforeBadChange.toISOString(), "--yes");
       show();
-      process.stdout.write(`\nDone. Everything is in ${dir}; try \`cd ${flags.dir} && lifeboat list\`.\n`);
+      process.stdout.write(
+        `\nDone. Everything is in ${dir}; look around with:\n  cd ${dir} && node ${process.argv[1]} list\n`,
+      );
     });
 }
