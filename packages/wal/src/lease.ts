@@ -69,7 +69,9 @@ export class Lease {
         this.#held = true;
         return;
       }
-      if (current && Date.parse(current.expiresAt) > Date.now()) {
+      // A holder on this host whose process is gone (killed, crashed) cannot write any more.
+      const holderGone = current?.host === hostname() && current.pid !== process.pid && !processAlive(current.pid);
+      if (current && !holderGone && Date.parse(current.expiresAt) > Date.now()) {
         throw new LifeboatError(
           ErrorCodes.LEASE_HELD,
           `Another replicator holds ${this.database} on target "${this.targetName}" (${this.target.location}): host ${current.host}, pid ${current.pid}, since ${current.since}, lease valid until ${current.expiresAt}.`,
@@ -114,5 +116,14 @@ export class Lease {
     const current = await this.#read().catch(() => undefined);
     if (current?.owner === this.owner) await this.target.delete([this.key]).catch(() => {});
     this.#held = false;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
