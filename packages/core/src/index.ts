@@ -17,6 +17,7 @@ export * from "./repository.js";
 export * from "./restore.js";
 export * from "./retention.js";
 export * from "./schema.js";
+export * from "./snapshot-store.js";
 export * from "./source.js";
 export * from "./storage.js";
 export * from "./verify.js";

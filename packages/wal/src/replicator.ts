@@ -23,20 +23,14 @@ import {
   type DatabaseContext,
   ErrorCodes,
   encodeChain,
-  Fanout,
   isLifeboatError,
-  keys,
   LifeboatError,
-  MANIFEST_FORMAT_VERSION,
   newGenerationId,
-  newTally,
   parseDuration,
   parseSize,
   Repository,
-  type SnapshotManifest,
   snapshotId,
-  TOOL_VERSION,
-  tally,
+  storeSnapshot,
 } from "@lifeboat/core";
 import {
   readWalPages,
@@ -506,89 +500,27 @@ export class Replicator {
     reason: string,
   ): Promise<void> {
     const generation = this.#generation!;
-    const { description, integrity } = snapshot;
-    if (!integrity.ok) {
-      snapshot.release();
-      throw new LifeboatError(
-        ErrorCodes.INTEGRITY_FAILED,
-        `${this.db.path} fails ${integrity.check}: ${integrity.messages.slice(0, 3).join("; ")}`,
-        {
-          plugin: "wal",
-          hint: "The database is damaged; the replicator will not archive it over good backups. Restore it (lifeboat restore) and start again.",
-        },
-      );
-    }
-    const extensions = this.db.codecs.map((c) => c.extension).join("");
-    const fanout = new Fanout(targets.length);
-    const content = newTally();
-    const uploads = targets.map(async (t, i) => {
-      const key = keys.snapshotObject(this.db.name, generation, position, extensions);
-      const stored = newTally();
-      try {
-        await t.repo.open();
-        await t.repo.target.put(key, tally(encodeChain(this.db.codecs, fanout.outputs[i]!), stored), {
-          ...(this.db.codecs.length === 0 ? { contentLength: description.sizeBytes } : {}),
-        });
-        return { t, key, stored };
-      } catch (error) {
-        fanout.drop(i);
-        this.#targetFailed(t, error);
-        return undefined;
-      }
-    });
-    try {
-      await fanout.pump(snapshot.body, (chunk) => {
-        content.hash.update(chunk);
-        content.bytes += chunk.byteLength;
-      });
-    } finally {
-      snapshot.release();
-    }
-    const done = (await Promise.all(uploads)).filter((u) => u !== undefined);
-    const contentSha = content.hash.digest("hex");
+    await Promise.all(targets.map((t) => t.repo.open().catch(() => {})));
+    const { outcomes, contentBytes } = await storeSnapshot(
+      this.db,
+      snapshot,
+      targets.map((t) => t.repo),
+      { generation, position, reason },
+    );
     const shippedTo: string[] = [];
-    for (const { t, key, stored } of done) {
-      const manifest: SnapshotManifest = {
-        format: "lifeboat.snapshot",
-        formatVersion: MANIFEST_FORMAT_VERSION,
-        id: snapshotId(generation, position),
-        generation,
-        position,
-        database: { name: this.db.name, path: this.db.path },
-        createdAt: new Date().toISOString(),
-        reason,
-        tool: { name: "lifeboat", version: TOOL_VERSION },
-        source: {
-          type: this.db.driver.type,
-          engineVersion: description.engineVersion,
-          pageSize: description.pageSize,
-          pageCount: description.pageCount,
-          journalMode: description.journalMode,
-          userVersion: description.userVersion,
-          environment: description.environment,
-          tables: description.tables,
-        },
-        integrity,
-        content: { size: content.bytes, sha256: contentSha },
-        object: {
-          key,
-          size: stored.bytes,
-          sha256: stored.hash.digest("hex"),
-          codecs: this.db.codecs.map((c) => c.spec),
-        },
-      };
-      try {
-        await t.repo.writeJson(keys.snapshotManifest(this.db.name, generation, position), manifest);
-        if (this.#generation === generation && (t.generation !== generation || t.shipped < position)) {
-          t.generation = generation;
-          t.shipped = position;
-        }
-        shippedTo.push(t.repo.named.name);
-        this.#kick(t);
-      } catch (error) {
-        this.#targetFailed(t, error);
+    outcomes.forEach((outcome, i) => {
+      const t = targets[i]!;
+      if (!outcome.manifest) {
+        this.#targetFailed(t, outcome.error);
+        return;
       }
-    }
+      if (this.#generation === generation && (t.generation !== generation || t.shipped < position)) {
+        t.generation = generation;
+        t.shipped = position;
+      }
+      shippedTo.push(t.repo.named.name);
+      this.#kick(t);
+    });
     await this.#persist();
     this.#emit({
       type: "snapshot",
@@ -596,7 +528,7 @@ export class Replicator {
       generation,
       position,
       targets: shippedTo,
-      bytes: content.bytes,
+      bytes: contentBytes,
     });
   }
 
