@@ -87,7 +87,7 @@ describe("lifeboat backup / list / restore (no config)", () => {
     expect(cli(["backup", db, "--to", backups]).code).toBe(0);
     const object = findFiles(backups, ".snap")[0]!;
     const bytes = readFileSync(object);
-    bytes[bytes.length - 100] ^= 0xff;
+    bytes[bytes.length - 100]! ^= 0xff;
     writeFileSync(object, bytes);
     const before = readFileSync(db);
     const result = cli(["restore", db, "--to", backups, "--yes"]);

@@ -33,7 +33,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .version(VERSION, "-V, --version")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
-  let json = argv.includes("--json");
+  const json = argv.includes("--json");
   for (const register of [
     registerInit,
     registerBackup,
@@ -59,7 +59,6 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       return 2;
     }
-    json ||= false;
     return reportError(error, json);
   }
 }

@@ -1,0 +1,402 @@
+/**
+ * Crashes around continuous archiving, with real processes: the replicator SIGKILLed at random
+ * moments and restarted, the writer SIGKILLed in the middle of transactions, and another process
+ * resetting the WAL while the replicator is down. Whatever happens, every restore is a state the
+ * writer committed, and nothing the replicator reported as shipped is lost.
+ */
+import { spawn } from "node:child_process";
+import { copyFileSync, existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createRandom, databaseContentHash, startWriterProcess, type WriterRecord } from "@lifeboat/testkit";
+import { afterEach, describe, expect, it } from "vitest";
+import { tempDir } from "./helpers.js";
+import {
+  BETTER_SQLITE3,
+  commitStates,
+  createDatabase,
+  inParallel,
+  type ReplicatorJsonEvent,
+  type ReplicatorProcess,
+  type RestoreOutcome,
+  restoreWithCli,
+  runCli,
+  sleep,
+  sqliteProcess,
+  startReplicator,
+  summarizeWal,
+  waitUntil,
+  writeConfig,
+} from "./replication-helpers.js";
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const positionName = (position: number) => position.toString(16).padStart(16, "0");
+
+/** Content hash after each writer transaction (0: the state before the writer). */
+function hashesByWriterTxn(initialHash: string, records: readonly WriterRecord[]): Map<number, string> {
+  const map = new Map<number, string>([[0, initialHash]]);
+  for (const r of records) map.set(r.txn, r.hash!);
+  return map;
+}
+
+/** Asserts that a restore succeeded and produced exactly the state right after one of the writer's commits. */
+function expectCommittedState(r: RestoreOutcome, hashes: Map<number, string>, label: string): void {
+  expect(r.ok, `${label}: ${r.run.stdout}\n${r.run.stderr}`).toBe(true);
+  expect(hashes.has(r.writerTxn!), `${label}: holds writer transaction ${r.writerTxn}, which was never reported`).toBe(
+    true,
+  );
+  expect(r.hash, `${label}: is exactly the state after writer transaction ${r.writerTxn}`).toBe(
+    hashes.get(r.writerTxn!),
+  );
+}
+
+/** Starts `lifeboat replicate`; while a previous (killed) run's lease is still valid, it refuses: start again. */
+async function startWhenLeaseFree(
+  args: readonly string[],
+  track: ReplicatorProcess[],
+  timeoutMs = 20_000,
+): Promise<{ replicator: ReplicatorProcess; refusals: number }> {
+  const deadline = Date.now() + timeoutMs;
+  let refusals = 0;
+  for (;;) {
+    const replicator = startReplicator(args);
+    track.push(replicator);
+    const first = await Promise.race([
+      replicator.waitFor(() => true, "a first event", timeoutMs).then(
+        () => "event" as const,
+        () => "failed" as const,
+      ),
+      replicator.exited.then(() => "exited" as const),
+    ]);
+    if (first === "event" && !replicator.exit()) return { replicator, refusals };
+    await replicator.exited;
+    if (!/LEASE_HELD/.test(replicator.stderr()) || Date.now() > deadline) {
+      throw new Error(
+        `replicate did not start (exit ${replicator.exit()?.code}):\n${replicator.stderr()}\n${replicator.stdout()}`,
+      );
+    }
+    expect(replicator.exit()?.code, "LEASE_HELD exits with code 3").toBe(3);
+    refusals++;
+    await sleep(250);
+  }
+}
+
+describe("crashes during continuous archiving", () => {
+  it("SIGKILL of the replicator at random moments: restarts lose nothing it reported shipped", async () => {
+    const dir = tempDir("crash-replicator");
+    const db = join(dir, "app.db");
+    const target = join(dir, "archive");
+    const initialHash = createDatabase(db);
+    // A short lease so a restart after a crash does not wait 30 s for the dead run's lease.
+    const config = writeConfig(dir, db, target, { syncInterval: "250ms", checkpointPages: 300, leaseTtl: "1500ms" });
+    const writer = await startWriterProcess({
+      path: db,
+      seed: 31337,
+      hash: true,
+      ratePerSecond: 30,
+      blobBytes: 24 * 1024,
+      maxRowsPerTransaction: 10,
+      weights: { vacuum: 2, dropTable: 3 },
+    });
+    cleanups.push(() => writer.kill());
+    const replicators: ReplicatorProcess[] = [];
+    cleanups.push(() => Promise.all(replicators.map((r) => r.kill())));
+
+    const T0 = Date.now();
+    const random = createRandom(4242);
+    let refusals = 0;
+    let startupKills = 0;
+    for (let trial = 0; trial < 30; trial++) {
+      if (trial % 4 === 3) {
+        // A kill at any moment, startup included (lease, snapshot, resume).
+        const replicator = startReplicator(["--config", config]);
+        replicators.push(replicator);
+        await sleep(random.int(100, 1500));
+        const exitedAlready = replicator.exit();
+        await replicator.kill("SIGKILL");
+        if (exitedAlready) {
+          expect(replicator.stderr(), "a replicator that exits by itself was refused its lease").toMatch(/LEASE_HELD/);
+          refusals++;
+          await sleep(300);
+        } else startupKills++;
+        continue;
+      }
+      const started = await startWhenLeaseFree(["--config", config], replicators);
+      refusals += started.refusals;
+      await sleep(random.int(200, 800));
+      await started.replicator.kill("SIGKILL");
+    }
+    expect(startupKills, "some kills hit a starting replicator").toBeGreaterThan(0);
+    console.log("TIMING trials done", Date.now() - T0);
+
+    // A last run that ends normally: SIGTERM ships everything and exits 0.
+    const last = await startWhenLeaseFree(["--config", config], replicators);
+    await last.replicator.waitFor((e) => e.type === "shipped", "a shipped segment in the last run", 30_000);
+    await writer.stop();
+    const records = [...writer.records];
+    const finalHash = records.at(-1)!.hash!;
+    expect(databaseContentHash(db)).toBe(finalHash);
+    await sleep(1500);
+    const lastExit = await last.replicator.kill("SIGTERM");
+    expect(lastExit.code, last.replicator.stderr()).toBe(0);
+
+    const events: ReplicatorJsonEvent[] = replicators.flatMap((r) => r.events);
+    writeFileSync(join(dir, "events.jsonl"), events.map((e) => JSON.stringify(e)).join("\n")); // for diagnosis
+    for (const r of replicators) {
+      expect(r.events.filter((e) => e.type === "error"), `errors reported by replicator ${r.pid}`).toEqual([]);
+    }
+    const shippedTo = new Map<string, number>();
+    for (const e of events) {
+      if (e.type === "shipped") shippedTo.set(e.generation!, Math.max(shippedTo.get(e.generation!) ?? 0, e.lastTxn!));
+    }
+    const generations = new Set(events.filter((e) => e.type === "generation").map((e) => e.generation!));
+    for (const g of shippedTo.keys()) expect(generations, `shipped generation ${g} was announced`).toContain(g);
+    expect(shippedTo.size).toBeGreaterThan(0);
+
+    const hashes = hashesByWriterTxn(initialHash, records);
+    const states = commitStates(initialHash, records);
+    const listing = await runCli(["list", db, "--to", target, "--json"]);
+    expect(listing.code, listing.stderr).toBe(0);
+    const windows = new Map<string, { firstTxn: number; lastTxn: number }>(
+      (
+        JSON.parse(listing.stdout).databases[0].targets[0].generations as {
+          generation: string;
+          firstTxn: number;
+          lastTxn: number;
+        }[]
+      ).map((g) => [g.generation, g]),
+    );
+
+    console.log("TIMING before restores", Date.now() - T0);
+    const out = (name: string) => join(dir, `restored-${name}.db`);
+    const latest = await restoreWithCli(db, target, out("latest"));
+    expect(latest.ok, latest.run.stderr).toBe(true);
+    expect(latest.hash, "the latest restore equals the final database").toBe(finalHash);
+
+    // Every generation: the last shipped transaction restores, to a committed state, and the run
+    // from the generation's first snapshot (read as FORMAT.md says: the .snap is the database
+    // file) to it holds exactly that many commits of the writer.
+    const results = await inParallel(
+      [...shippedTo].map(
+        ([generation, lastShipped]) =>
+          () =>
+            restoreWithCli(db, target, out(`${generation}-last`), { generation, toTxn: lastShipped }),
+      ),
+      3,
+    );
+    [...shippedTo].forEach(([generation, lastShipped], i) => {
+      const window = windows.get(generation);
+      expect(window, `generation ${generation} is listed`).toBeDefined();
+      expect(window!.lastTxn, `generation ${generation} is continuous up to what was shipped`).toBeGreaterThanOrEqual(
+        lastShipped,
+      );
+      const atLast = results[i]!;
+      expectCommittedState(atLast, hashes, `restore --generation ${generation} --to-txn ${lastShipped}`);
+      expect(atLast.result!.txn).toBe(lastShipped);
+      const snapshot = join(target, "app", "generations", generation, "snapshots", positionName(window!.firstTxn));
+      expect(existsSync(`${snapshot}.json`), `${snapshot}.json`).toBe(true);
+      const copy = out(`${generation}-snapshot`);
+      copyFileSync(`${snapshot}.snap`, copy);
+      const firstHash = databaseContentHash(copy);
+      // States are the writer's commits in order; VACUUM steps are two commits with one hash.
+      const firstIndexes = states.flatMap((s, k) => (s.hash === firstHash ? [k] : []));
+      const lastIndexes = states.flatMap((s, k) => (s.hash === atLast.hash ? [k] : []));
+      expect(firstIndexes.length, `generation ${generation}: its snapshot is a committed state`).toBeGreaterThan(0);
+      const distance = lastShipped - window!.firstTxn;
+      expect(
+        firstIndexes.some((f) => lastIndexes.includes(f + distance)),
+        `generation ${generation}: transactions ${window!.firstTxn}..${lastShipped} are exactly ${distance} commits of the writer`,
+      ).toBe(true);
+    });
+    console.log(
+      `replicator crash trials: 30 kills (${startupKills} during startup), ${refusals} lease refusals, ${shippedTo.size} generations with shipped transactions, ${records.length} writer transactions`,
+    );
+  }, 240_000);
+
+  it("SIGKILL of the writer in the middle of a transaction: no uncommitted frame is shipped", async () => {
+    const dir = tempDir("crash-writer");
+    const db = join(dir, "app.db");
+    const target = join(dir, "archive");
+    createDatabase(db);
+    const config = writeConfig(dir, db, target, { syncInterval: "200ms" });
+    const replicator = startReplicator(["--config", config]);
+    cleanups.push(() => replicator.kill());
+    await replicator.waitFor((e) => e.type === "snapshot", "the first snapshot");
+
+    // A writer that commits `commits` small transactions, then opens a large one that spills
+    // uncommitted pages into the WAL (tiny page cache) and hangs until it is killed.
+    const script = join(dir, "hanging-writer.cjs");
+    writeFileSync(
+      script,
+      `const Database = require(${JSON.stringify(BETTER_SQLITE3)});
+const { randomBytes } = require("node:crypto");
+const { commits, bigRows, hang } = JSON.parse(process.argv[2]);
+const db = new Database(${JSON.stringify(db)});
+db.pragma("busy_timeout = 10000");
+db.pragma("cache_size = 8");
+db.exec("CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, data BLOB)");
+const insert = db.prepare("INSERT INTO big (data) VALUES (?)");
+for (let i = 0; i < commits; i++) db.transaction(() => { insert.run(randomBytes(3000)); db.prepare("UPDATE seed SET v = v || 'x' WHERE id = ?").run(i + 1); })();
+process.stdout.write(JSON.stringify({ committed: commits }) + "\\n");
+db.exec("BEGIN IMMEDIATE");
+for (let i = 0; i < bigRows; i++) insert.run(randomBytes(8192));
+db.exec("DELETE FROM seed WHERE id % 2 = 0");
+process.stdout.write(JSON.stringify({ open: true }) + "\\n");
+if (hang) setInterval(() => {}, 1000); else { db.exec("COMMIT"); db.close(); }
+`,
+    );
+    const runWriter = (options: { commits: number; bigRows: number; hang: boolean }) => {
+      const child = spawn(process.execPath, [script, JSON.stringify(options)], { stdio: ["ignore", "pipe", "pipe"] });
+      cleanups.push(() => {
+        child.kill("SIGKILL");
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.setEncoding("utf8").on("data", (d: string) => {
+        stdout += d;
+      });
+      child.stderr.setEncoding("utf8").on("data", (d: string) => {
+        stderr += d;
+      });
+      const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+      return { child, exited, saw: (what: string) => stdout.includes(what), stderr: () => stderr };
+    };
+    const out = (name: string) => join(dir, `restored-${name}.db`);
+    let expectedTxn = 1; // the first writer's CREATE TABLE big is a commit of its own
+    let restores = 0;
+    const expectLatest = async (hash: string, txns: number, label: string) => {
+      // Allow the replicator to catch up: a restore either lags (an earlier committed state) or is exact.
+      const r = await waitUntil(
+        async () => {
+          const attempt = await restoreWithCli(db, target, out(`latest-${restores++}`));
+          expect(attempt.ok, `${label}: ${attempt.run.stdout}\n${attempt.run.stderr}`).toBe(true);
+          return attempt.result!.txn >= txns ? attempt : undefined;
+        },
+        `${label}: the replicator ships transaction ${txns}`,
+        30_000,
+        500,
+      );
+      expect(r.result!.txn, `${label}: transactions in the generation`).toBe(txns);
+      expect(r.hash, `${label}: the last committed state`).toBe(hash);
+    };
+
+    for (const [round, rows] of [
+      [0, 600],
+      [1, 150],
+    ] as const) {
+      const w = runWriter({ commits: 5, bigRows: rows, hang: true });
+      await waitUntil(() => (w.saw('"open"') ? true : undefined), `writer round ${round} opens its transaction`);
+      expectedTxn += 5;
+      const committed = databaseContentHash(db); // readers see only committed transactions
+      const wal = summarizeWal(`${db}-wal`);
+      expect(
+        wal.validFrames - wal.lastCommitFrame,
+        "the open transaction spilled valid, uncommitted frames into the WAL",
+      ).toBeGreaterThan(rows);
+      await sleep(1500); // several sync intervals with uncommitted frames in the WAL
+      await expectLatest(committed, expectedTxn, `round ${round}, transaction open`);
+      w.child.kill("SIGKILL");
+      await w.exited;
+      await sleep(800);
+      expect(databaseContentHash(db), "after the kill the database holds the committed state").toBe(committed);
+      await expectLatest(committed, expectedTxn, `round ${round}, writer killed`);
+    }
+    // A writer after the crashes: its commits overwrite the dead transaction's frames.
+    const w = runWriter({ commits: 3, bigRows: 20, hang: false });
+    expect(await w.exited, w.stderr()).toBe(0);
+    expectedTxn += 4;
+    const finalHash = databaseContentHash(db);
+    const exit = await replicator.kill("SIGTERM");
+    expect(exit.code, replicator.stderr()).toBe(0);
+    await expectLatest(finalHash, expectedTxn, "after the crashes");
+    expect(replicator.events.filter((e) => e.type === "generation"), "one generation throughout").toHaveLength(1);
+  }, 180_000);
+
+  it("an outside TRUNCATE checkpoint while the replicator is down starts a new generation; both restore", async () => {
+    const dir = tempDir("crash-truncate");
+    const db = join(dir, "app.db");
+    const target = join(dir, "archive");
+    const initialHash = createDatabase(db);
+    const config = writeConfig(dir, db, target, { syncInterval: "250ms" });
+    const writer = await startWriterProcess({
+      path: db,
+      seed: 777,
+      hash: true,
+      ratePerSecond: 25,
+      blobBytes: 16 * 1024,
+      weights: { vacuum: 0 },
+    });
+    cleanups.push(() => writer.kill());
+    const first = startReplicator(["--config", config]);
+    cleanups.push(() => first.kill());
+    const gen1 = (await first.waitFor((e) => e.type === "generation", "the first generation")).generation!;
+    await first.waitFor((e) => e.type === "shipped" && e.lastTxn! >= 20, "20 shipped transactions");
+    const stopSentAt = Date.now();
+    const firstExit = await first.kill("SIGTERM");
+    expect(firstExit.code, first.stderr()).toBe(0);
+    const lastShipped1 = Math.max(...first.events.filter((e) => e.type === "shipped").map((e) => e.lastTxn!));
+
+    await writer.waitForRecords(writer.records.length + 10);
+    const checkpoint = sqliteProcess(`
+      const db = new Database(${JSON.stringify(db)});
+      db.pragma("busy_timeout = 10000");
+      for (let i = 0; i < 50; i++) {
+        const [row] = db.pragma("wal_checkpoint(TRUNCATE)");
+        if (row.busy === 0) { console.log(JSON.stringify(row)); break; }
+      }
+      db.close();`);
+    expect(checkpoint.code, checkpoint.stderr).toBe(0);
+    expect(JSON.parse(checkpoint.stdout), "the TRUNCATE checkpoint completed").toMatchObject({ busy: 0 });
+    await writer.waitForRecords(writer.records.length + 10); // the WAL restarts with new salts
+    const gapTime = Date.now();
+    await sleep(300);
+
+    const second = startReplicator(["--config", config]);
+    cleanups.push(() => second.kill());
+    const announced = await second.waitFor((e) => e.type === "generation", "a generation event on restart");
+    const gen2 = announced.generation!;
+    expect(gen2, "a new generation").not.toBe(gen1);
+    await second.waitFor((e) => e.type === "shipped" && e.generation === gen2, "a shipped segment of the new generation");
+    await writer.waitForRecords(writer.records.length + 20);
+    await writer.stop();
+    const records = [...writer.records];
+    const finalHash = records.at(-1)!.hash!;
+    await sleep(1000);
+    const secondExit = await second.kill("SIGTERM");
+    expect(secondExit.code, second.stderr()).toBe(0);
+
+    const hashes = hashesByWriterTxn(initialHash, records);
+    const out = (name: string) => join(dir, `restored-${name}.db`);
+    const [old, oldFirst, latest, newFirst, inGap] = await inParallel(
+      [
+        () => restoreWithCli(db, target, out("gen1"), { generation: gen1 }),
+        () => restoreWithCli(db, target, out("gen1-0"), { generation: gen1, toTxn: 0 }),
+        () => restoreWithCli(db, target, out("latest")),
+        () => restoreWithCli(db, target, out("gen2-0"), { generation: gen2, toTxn: 0 }),
+        () => restoreWithCli(db, target, out("gap"), { toTime: gapTime }),
+      ],
+      3,
+    );
+    expectCommittedState(old!, hashes, "the old generation's latest state");
+    expect(old!.result!.generation).toBe(gen1);
+    expect(old!.result!.txn, "everything the first run shipped").toBe(lastShipped1);
+    // SIGTERM shipped everything committed before it was sent.
+    const committedBeforeStop = records.filter((r) => r.t < stopSentAt).at(-1)?.txn ?? 0;
+    expect(old!.writerTxn, "the old generation ends at or after the last commit before SIGTERM").toBeGreaterThanOrEqual(
+      committedBeforeStop,
+    );
+    expectCommittedState(oldFirst!, hashes, "the old generation's snapshot");
+    expectCommittedState(latest!, hashes, "the latest state");
+    expect(latest!.result!.generation).toBe(gen2);
+    expect(latest!.hash).toBe(finalHash);
+    expectCommittedState(newFirst!, hashes, "the new generation's snapshot");
+    expect(newFirst!.writerTxn!, "the new generation starts after the old one ends").toBeGreaterThan(old!.writerTxn!);
+    // A moment while the replicator was down: the old generation's end is the newest state archived then.
+    expectCommittedState(inGap!, hashes, "restore to a moment in the gap");
+    expect(inGap!.result!.generation).toBe(gen1);
+    expect(inGap!.hash).toBe(old!.hash);
+  }, 120_000);
+});

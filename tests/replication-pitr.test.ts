@@ -1,0 +1,143 @@
+/**
+ * Continuous archiving end to end, with real processes: a writer process commits random
+ * transactions while `lifeboat replicate` runs as its own process; then `lifeboat restore
+ * --to-txn` and `--to-time` must give back exactly the states the writer committed.
+ */
+import { join } from "node:path";
+import { createRandom, databaseContentHash, startWriterProcess, type WriterProcess } from "@lifeboat/testkit";
+import { afterEach, describe, expect, it } from "vitest";
+import { tempDir } from "./helpers.js";
+import {
+  alignments,
+  commitStates,
+  createDatabase,
+  inParallel,
+  observedTimes,
+  type ReplicatorProcess,
+  restoreWithCli,
+  startReplicator,
+  storedGenerations,
+  storedSegments,
+} from "./replication-helpers.js";
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** Observation lag we accept: a commit older than this before T must be in the restore to T. */
+const LAG_BOUND_MS = 2000;
+
+describe("point-in-time restore of a database written by another process", () => {
+  it("--to-txn and --to-time give back exactly the committed states", async () => {
+    const dir = tempDir("pitr");
+    const db = join(dir, "app.db");
+    const target = join(dir, "archive");
+    const initialHash = createDatabase(db);
+    const writer: WriterProcess = await startWriterProcess({
+      path: db,
+      seed: 20261122,
+      hash: true,
+      ratePerSecond: 40,
+      blobBytes: 48 * 1024,
+      maxRowsPerTransaction: 12,
+      weights: { vacuum: 3, dropTable: 4, createTable: 5, blob: 12 },
+    });
+    cleanups.push(() => writer.kill());
+    // The replicator starts while the writer is busy: its snapshot lands somewhere in the stream.
+    await writer.waitForRecords(15);
+    const replicator: ReplicatorProcess = startReplicator([db, "--to", target]);
+    cleanups.push(() => replicator.kill());
+    await replicator.waitFor((e) => e.type === "snapshot", "the generation's snapshot", 60_000);
+    await writer.waitForRecords(writer.records.length + 260, 60_000);
+    await writer.stop();
+    const records = [...writer.records];
+    const finalHash = records.at(-1)!.hash!;
+    expect(databaseContentHash(db)).toBe(finalHash);
+
+    // SIGTERM ships everything and exits 0.
+    const exit = await replicator.kill("SIGTERM");
+    expect(exit.code, replicator.stderr()).toBe(0);
+    const generations = replicator.events.filter((e) => e.type === "generation");
+    expect(generations, "one run, one generation").toHaveLength(1);
+    const generation = generations[0]!.generation!;
+    expect(storedGenerations(target, "app")).toEqual([generation]);
+
+    const kinds = new Set(records.map((r) => r.kind));
+    for (const kind of ["insert", "update", "delete", "blob", "createTable", "dropTable", "vacuum"]) {
+      expect(kinds, `the workload ran a ${kind}`).toContain(kind);
+    }
+
+    const states = commitStates(initialHash, records);
+    const out = (name: string) => join(dir, `restored-${name}.db`);
+
+    // Where the generation starts in the writer's history: the state at --to-txn 0 and 1.
+    const [at0, at1, latest] = await Promise.all([
+      restoreWithCli(db, target, out("txn0"), { toTxn: 0 }),
+      restoreWithCli(db, target, out("txn1"), { toTxn: 1 }),
+      restoreWithCli(db, target, out("latest")),
+    ]);
+    for (const r of [at0, at1, latest]) expect(r.ok, `${r.run.stdout}\n${r.run.stderr}`).toBe(true);
+    expect(latest.hash, "restore of the latest state equals the database").toBe(finalHash);
+    const candidates = alignments(states, at0.hash!, at1.hash!);
+    expect(candidates, "the state at --to-txn 0 followed by --to-txn 1 is a run of committed states").toHaveLength(1);
+    const offset = candidates[0]!;
+    const lastTxn = states.length - 1 - offset;
+    expect(latest.result!.txn, "every commit after the snapshot is one transaction of the generation").toBe(lastTxn);
+
+    const random = createRandom(7);
+    const txns = new Set<number>([0, lastTxn]);
+    // Both commits of a VACUUM step are transactions of their own.
+    const vacuum = states.findIndex((s, i) => i > offset && s.part === "vacuum");
+    if (vacuum > 0) txns.add(vacuum - offset).add(vacuum - 1 - offset);
+    while (txns.size < 20) txns.add(random.int(0, lastTxn));
+
+    const segments = storedSegments(target, "app", generation);
+    const observed = observedTimes(segments);
+    for (let t = 1; t <= lastTxn; t++) expect(observed.has(t), `transaction ${t} is in a stored segment`).toBe(true);
+    const snapshotAt = Date.parse(
+      String(replicator.events.find((e) => e.type === "snapshot")!.time),
+    );
+    const lastCommit = records.at(-1)!.t;
+    const times: number[] = [];
+    for (let i = 0; i < 50; i++) times.push(random.int(snapshotAt, lastCommit + 1500));
+
+    const byTxn = await inParallel(
+      [...txns].map((n) => () => restoreWithCli(db, target, out(`txn-${n}`), { toTxn: n })),
+      3,
+    );
+    for (const [i, n] of [...txns].entries()) {
+      const r = byTxn[i]!;
+      expect(r.ok, `restore --to-txn ${n}: ${r.run.stdout}\n${r.run.stderr}`).toBe(true);
+      expect(r.result!.txn).toBe(n);
+      expect(r.hash, `--to-txn ${n} is the state after commit ${offset + n} of the writer`).toBe(
+        states[offset + n]!.hash,
+      );
+    }
+
+    const byTime = await inParallel(
+      times.map((t, i) => () => restoreWithCli(db, target, out(`time-${i}`), { toTime: t })),
+      3,
+    );
+    for (const [i, T] of times.entries()) {
+      const r = byTime[i]!;
+      const label = `restore --to-time ${new Date(T).toISOString()}`;
+      expect(r.ok, `${label}: ${r.run.stdout}\n${r.run.stderr}`).toBe(true);
+      // Exactly the transactions observed at or before T (what restore promises).
+      let expectedTxn = 0;
+      for (const [txn, at] of observed) if (at <= T && txn > expectedTxn) expectedTxn = txn;
+      expect(r.result!.txn, `${label}: every transaction observed at or before T`).toBe(expectedTxn);
+      const state = states[offset + r.result!.txn]!;
+      expect(r.hash, `${label}: the committed state after transaction ${r.result!.txn}`).toBe(state.hash);
+      // What a user relies on: nothing committed after T, nothing older than the lag bound missing.
+      expect(state.after, `${label}: includes a commit that started after T`).toBeLessThanOrEqual(T);
+      expect(state.t, `${label}: includes a commit made after T`).toBeLessThanOrEqual(T + 1000);
+      const next = states[offset + r.result!.txn + 1];
+      if (next) {
+        expect(next.t, `${label}: misses a commit made more than ${LAG_BOUND_MS} ms before T`).toBeGreaterThan(
+          T - LAG_BOUND_MS,
+        );
+      }
+    }
+  }, 170_000);
+});
