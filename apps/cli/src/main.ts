@@ -3,12 +3,20 @@ import { readFileSync } from "node:fs";
 import { ErrorCodes, LifeboatError } from "@lifeboat/core";
 import { Command, CommanderError, Option } from "commander";
 import { registerBackup } from "./commands/backup.js";
+import { registerCheck } from "./commands/check.js";
+import { registerClone } from "./commands/clone.js";
+import { registerDelete } from "./commands/delete.js";
 import { registerDemo } from "./commands/demo.js";
+import { registerExec } from "./commands/exec.js";
+import { registerHealth } from "./commands/health.js";
 import { registerInit } from "./commands/init.js";
 import { registerList } from "./commands/list.js";
+import { registerMark } from "./commands/mark.js";
+import { registerProtect } from "./commands/protect.js";
 import { registerPrune } from "./commands/prune.js";
 import { registerReplicate } from "./commands/replicate.js";
 import { registerRestore } from "./commands/restore.js";
+import { registerServe } from "./commands/serve.js";
 import { registerVerify } from "./commands/verify.js";
 import { exitCodeFor } from "./output.js";
 
@@ -42,6 +50,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     registerVerify,
     registerPrune,
     registerReplicate,
+    registerServe,
+    registerHealth,
+    registerProtect,
+    registerMark,
+    registerCheck,
+    registerExec,
+    registerDelete,
+    registerClone,
     registerDemo,
   ]) {
     register(program);

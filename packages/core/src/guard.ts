@@ -3,6 +3,7 @@
  * Each answers allow, deny (with a reason a person can act on) or "confirm" (with the phrase a
  * person must type). All guards of a database are asked; the first deny wins; confirmations add up.
  */
+import type { DatabaseContext } from "./context.js";
 
 export type GuardedOperation = "backup" | "restore" | "delete" | "clone" | "exec" | "prune" | "replicate";
 
@@ -34,6 +35,11 @@ export interface GuardStatus {
 export interface Guard {
   readonly name: string;
   check(context: GuardContext): Promise<GuardDecision>;
+  /**
+   * Called once every guard allowed a destructive operation and every confirmation was given,
+   * right before anything changes (e.g. to take a verified safety backup). Throwing stops it.
+   */
+  prepare?(context: GuardContext, db: DatabaseContext): Promise<void>;
   /** Layers that change the file system (permissions, immutability, hash) apply and undo it. */
   apply?(path: string): Promise<void>;
   remove?(path: string): Promise<void>;

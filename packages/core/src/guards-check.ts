@@ -31,6 +31,18 @@ export async function checkGuards(
     destructive,
     details,
   };
+  await decide(db, context, confirm, question);
+  // Everyone agreed: the last word before anything changes (e.g. a verified backup to the targets).
+  if (destructive) for (const guard of db.guards) await guard.prepare?.(context, db);
+}
+
+async function decide(
+  db: DatabaseContext,
+  context: GuardContext,
+  confirm: ConfirmOptions,
+  question: string | undefined,
+): Promise<void> {
+  const { operation, destructive } = context;
   const phrases: { phrase: string; reason: string }[] = [];
   for (const guard of db.guards) {
     const decision = await guard.check(context);
@@ -49,7 +61,8 @@ export async function checkGuards(
   }
   if (!destructive && phrases.length === 0) return;
   for (const { phrase, reason } of phrases) {
-    if (confirm.phrases?.includes(phrase)) continue;
+    // Without a terminal a typed phrase counts only together with --yes: two deliberate flags.
+    if (confirm.phrases?.includes(phrase) && (confirm.yes || confirm.ask)) continue;
     if (confirm.ask) {
       const answer = await confirm.ask(`${reason}\nType "${phrase}" to continue:`, phrase);
       if (answer === phrase) continue;

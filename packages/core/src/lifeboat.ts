@@ -199,10 +199,7 @@ export class Lifeboat {
   }
 
   /** Prunes with `policy`, or the database's configured retention when no policy is given. */
-  async prune(
-    database: string | undefined,
-    options: Omit<PruneOptions, "policy"> & { policy?: RetentionPolicy },
-  ): Promise<PruneResult> {
+  async prune(database: string | undefined, options: PruneOptions = {}): Promise<PruneResult> {
     const db = await this.database(database);
     const policy = options.policy && !isEmptyPolicy(options.policy) ? options.policy : policyFromConfig(db.retention);
     return prune(db, { ...options, policy });

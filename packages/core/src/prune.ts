@@ -1,20 +1,39 @@
-/** Applies retention to every target of a database. A dry run unless `apply` is set. */
+/**
+ * Applies retention to every target of a database. A dry run unless `apply` is set. Besides what
+ * the policy keeps, it always keeps the bases of WAL chains (`chainProtectedSnapshots`): the
+ * earliest good snapshot of the newest generation and of the live WAL chain, and the snapshot
+ * each one's latest state is restored from. Deletion order keeps every listing consistent:
+ * manifests first (a snapshot without its manifest is invisible), then objects and verification
+ * records, then every object of a generation left without any snapshot.
+ */
 import type { DatabaseContext, OperationOptions } from "./context.js";
-import { keys } from "./layout.js";
-import { Repository } from "./repository.js";
-import { planRetention, type RetentionPolicy } from "./retention.js";
+import { ErrorCodes, LifeboatError } from "./errors.js";
+import { keys, parseManifestKey, parseSegmentKey } from "./layout.js";
+import { Repository, type StoredSnapshot } from "./repository.js";
+import {
+  type ChainSegment,
+  chainProtectedSnapshots,
+  planRetention,
+  policyFromConfig,
+  type RetentionPolicy,
+} from "./retention.js";
 
 export interface PruneOptions extends OperationOptions {
-  readonly policy: RetentionPolicy;
+  /** Default: the database's configured `retention`. */
+  readonly policy?: RetentionPolicy;
   /** Delete for real. Without it nothing is deleted (dry run). */
   readonly apply?: boolean;
+  readonly now?: number;
 }
 
 export interface PruneTargetResult {
   readonly target: string;
   readonly keep: readonly { readonly id: string; readonly createdAt: string; readonly reasons: readonly string[] }[];
   readonly remove: readonly { readonly id: string; readonly createdAt: string; readonly sizeBytes: number }[];
+  /** Snapshots the policy alone would have removed, kept as WAL chain bases. */
+  readonly protected: readonly { readonly id: string; readonly reason: string }[];
   readonly deletedObjects: number;
+  readonly error?: LifeboatError;
 }
 
 export interface PruneResult {
@@ -22,56 +41,115 @@ export interface PruneResult {
   readonly targets: readonly PruneTargetResult[];
 }
 
-export async function prune(db: DatabaseContext, options: PruneOptions): Promise<PruneResult> {
+/**
+ * Prunes every target. A failing target does not stop the others; the call then rejects (the
+ * first failure's code, `details.result` holding every target's outcome).
+ */
+export async function prune(db: DatabaseContext, options: PruneOptions = {}): Promise<PruneResult> {
+  const policy = options.policy ?? policyFromConfig(db.retention);
   const results: PruneTargetResult[] = [];
   for (const named of db.targets) {
-    const repo = new Repository(named, db.name);
-    const { snapshots } = await repo.listSnapshots({ signal: options.signal });
-    const plan = planRetention(
-      snapshots.map((s) => ({
-        id: s.manifest.id,
-        createdAt: Date.parse(s.manifest.createdAt),
-        ok: s.manifest.integrity.ok && (s.verification?.ok ?? true),
-      })),
-      options.policy,
-    );
-    const byId = new Map(snapshots.map((s) => [s.manifest.id, s]));
-    const removing = plan.remove.map((id) => byId.get(id)!);
-    let deletedObjects = 0;
-    if (options.apply && removing.length > 0) {
-      const generationsLeft = new Set(
-        snapshots.filter((s) => !plan.remove.includes(s.manifest.id)).map((s) => s.manifest.generation),
-      );
-      // Manifests go first: a snapshot without its manifest is invisible, never half-listed.
-      await repo.target.delete(
-        removing.map((s) => s.manifestKey),
-        { signal: options.signal },
-      );
-      await repo.target.delete(
-        removing.flatMap((s) => [s.manifest.object.key, s.verificationKey]),
-        { signal: options.signal },
-      );
-      deletedObjects += removing.length * 2;
-      // A generation with no snapshot left cannot be restored: its segments go too.
-      for (const generation of new Set(removing.map((s) => s.manifest.generation))) {
-        if (generationsLeft.has(generation)) continue;
-        const rest: string[] = [];
-        for await (const info of repo.target.list(keys.generation(db.name, generation), { signal: options.signal }))
-          rest.push(info.key);
-        if (rest.length > 0) await repo.target.delete(rest, { signal: options.signal });
-        deletedObjects += rest.length;
-      }
+    try {
+      results.push(await pruneTarget(db, new Repository(named, db.name), policy, options));
+    } catch (error) {
+      if (error instanceof LifeboatError && error.code === ErrorCodes.INVALID_ARGUMENT) throw error; // no policy
+      const wrapped =
+        error instanceof LifeboatError
+          ? error
+          : new LifeboatError(ErrorCodes.STORAGE_ERROR, `Pruning ${db.name} on ${named.name}: ${String(error)}`, {
+              cause: error,
+            });
+      results.push({ target: named.name, keep: [], remove: [], protected: [], deletedObjects: 0, error: wrapped });
     }
-    results.push({
-      target: named.name,
-      keep: plan.keep.map((k) => ({ id: k.id, createdAt: byId.get(k.id)!.manifest.createdAt, reasons: k.reasons })),
-      remove: removing.map((s) => ({
+  }
+  const result: PruneResult = { dryRun: !options.apply, targets: results };
+  const failed = results.filter((r) => r.error);
+  if (failed.length > 0) {
+    throw new LifeboatError(
+      failed[0]!.error!.code,
+      `Pruning ${db.name} failed on ${failed.map((r) => `${r.target} (${r.error!.message})`).join("; ")}.`,
+      {
+        hint: failed[0]!.error!.hint ?? "Fix the target and prune again.",
+        details: { result },
+        operation: "prune",
+      },
+    );
+  }
+  return result;
+}
+
+async function pruneTarget(
+  db: DatabaseContext,
+  repo: Repository,
+  policy: RetentionPolicy,
+  options: PruneOptions,
+): Promise<PruneTargetResult> {
+  const call = options.signal ? { signal: options.signal } : {};
+  const manifestGenerations = new Map<string, string>(); // every manifest key -> generation, readable or not
+  const segments: ChainSegment[] = [];
+  for await (const info of repo.target.list(keys.generations(db.name), call)) {
+    const manifest = parseManifestKey(info.key);
+    if (manifest) manifestGenerations.set(info.key, manifest.generation);
+    const segment = parseSegmentKey(info.key);
+    if (segment) segments.push(segment);
+  }
+  const { snapshots } = await repo.listSnapshots(call);
+  const okOf = (s: StoredSnapshot) => s.manifest.integrity.ok && (s.verification?.ok ?? true);
+  const plan = planRetention(
+    snapshots.map((s) => ({ id: s.manifest.id, createdAt: Date.parse(s.manifest.createdAt), ok: okOf(s) })),
+    policy,
+    options.now ?? Date.now(),
+  );
+  const guarded = chainProtectedSnapshots(
+    snapshots.map((s) => ({
+      id: s.manifest.id,
+      generation: s.manifest.generation,
+      position: s.manifest.position,
+      ok: okOf(s),
+    })),
+    segments,
+  );
+  const byId = new Map(snapshots.map((s) => [s.manifest.id, s]));
+  const protectedIds = plan.remove.filter((id) => guarded.has(id));
+  const removing = plan.remove.filter((id) => !guarded.has(id)).map((id) => byId.get(id)!);
+  let deletedObjects = 0;
+  if (options.apply && removing.length > 0) {
+    const removedManifests = new Set(removing.map((s) => s.manifestKey));
+    const generationsLeft = new Set(
+      [...manifestGenerations].filter(([key]) => !removedManifests.has(key)).map(([, generation]) => generation),
+    );
+    await repo.target.delete([...removedManifests], call);
+    await repo.target.delete(
+      removing.flatMap((s) => [s.manifest.object.key, s.verificationKey]),
+      call,
+    );
+    deletedObjects += removing.length * 2;
+    // A generation without any snapshot cannot be restored: its segments go too.
+    for (const generation of new Set(removing.map((s) => s.manifest.generation))) {
+      if (generationsLeft.has(generation)) continue;
+      const rest: string[] = [];
+      for await (const info of repo.target.list(keys.generation(db.name, generation), call)) rest.push(info.key);
+      if (rest.length > 0) await repo.target.delete(rest, call);
+      deletedObjects += rest.length;
+    }
+  }
+  const keepIds = new Set([...plan.keep.map((k) => k.id), ...protectedIds]);
+  return {
+    target: repo.named.name,
+    keep: snapshots
+      .filter((s) => keepIds.has(s.manifest.id))
+      .reverse()
+      .map((s) => ({
         id: s.manifest.id,
         createdAt: s.manifest.createdAt,
-        sizeBytes: s.manifest.object.size,
+        reasons: plan.keep.find((k) => k.id === s.manifest.id)?.reasons ?? [guarded.get(s.manifest.id)!],
       })),
-      deletedObjects,
-    });
-  }
-  return { dryRun: !options.apply, targets: results };
+    remove: removing.map((s) => ({
+      id: s.manifest.id,
+      createdAt: s.manifest.createdAt,
+      sizeBytes: s.manifest.object.size,
+    })),
+    protected: protectedIds.map((id) => ({ id, reason: guarded.get(id)! })),
+    deletedObjects,
+  };
 }

@@ -100,3 +100,63 @@ function isoWeek(t: number): string {
     Math.round(((d.getTime() - firstThursday.getTime()) / 86_400_000 - 3 + ((firstThursday.getUTCDay() + 6) % 7)) / 7);
   return `${d.getUTCFullYear()}-W${String(week).padStart(2, "0")}`;
 }
+
+export interface ChainSnapshot {
+  readonly id: string;
+  readonly generation: string;
+  readonly position: number;
+  /** Restorable: integrity ok and not marked damaged. */
+  readonly ok: boolean;
+}
+
+export interface ChainSegment {
+  readonly generation: string;
+  readonly firstTxn: number;
+  readonly lastTxn: number;
+}
+
+/** Last transaction restorable without a gap when starting from `position` (the rule of `listGenerations`). */
+export function reachFrom(position: number, segments: readonly ChainSegment[]): number {
+  let reach = position;
+  for (const s of [...segments].sort((a, b) => a.firstTxn - b.firstTxn || a.lastTxn - b.lastTxn)) {
+    if (s.firstTxn <= reach + 1 && s.lastTxn > reach) reach = s.lastTxn;
+  }
+  return reach;
+}
+
+/**
+ * The snapshots retention must keep whatever the policy says, with the reason. Pure: generation
+ * ids sort by creation time (they start with it), positions by transaction.
+ */
+export function chainProtectedSnapshots(
+  snapshots: readonly ChainSnapshot[],
+  segments: readonly ChainSegment[],
+): Map<string, string> {
+  const good = new Map<string, ChainSnapshot[]>();
+  for (const s of snapshots) {
+    if (!s.ok) continue;
+    const list = good.get(s.generation) ?? [];
+    list.push(s);
+    good.set(s.generation, list);
+  }
+  const segmentsOf = (generation: string) => segments.filter((s) => s.generation === generation);
+  const withSnapshots = [...good.keys()].sort();
+  const newest = withSnapshots.at(-1);
+  const newestChain = withSnapshots.filter((g) => segmentsOf(g).length > 0).at(-1);
+  const protect = new Map<string, string>();
+  for (const [generation, label] of [
+    [newestChain, "the live WAL chain"],
+    [newest, "the newest generation"],
+  ] as const) {
+    if (generation === undefined) continue;
+    const ordered = [...good.get(generation)!].sort((a, b) => a.position - b.position);
+    const segs = segmentsOf(generation);
+    const earliest = ordered[0]!;
+    if (!protect.has(earliest.id)) protect.set(earliest.id, `earliest snapshot of ${label} (${generation})`);
+    const reaches = ordered.map((s) => reachFrom(s.position, segs));
+    const best = Math.max(...reaches);
+    const tail = ordered[reaches.indexOf(best)]!;
+    if (!protect.has(tail.id)) protect.set(tail.id, `base of the latest restorable state of ${label} (${generation})`);
+  }
+  return protect;
+}

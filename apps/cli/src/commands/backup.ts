@@ -1,4 +1,6 @@
 import type { BackupResult, LifeboatError } from "@lifeboat/core";
+import { parseDuration } from "@lifeboat/core";
+import { backupIfOlderThan } from "@lifeboat/daemon";
 import { requestSnapshot } from "@lifeboat/wal";
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
@@ -8,6 +10,7 @@ import { createOutput, formatBytes } from "../output.js";
 interface Flags extends CommonFlags {
   readonly reason: string;
   readonly to?: string[];
+  readonly ifOlderThan?: string;
 }
 
 export function registerBackup(program: Command): void {
@@ -16,6 +19,10 @@ export function registerBackup(program: Command): void {
     .argument("[db]", "database name from the config, or a database path (with --to); default: every database")
     .option("-r, --reason <text>", "why (recorded in the manifest)", "manual")
     .option("--to <location...>", "store here instead of the config's targets (a directory or a URL)")
+    .option(
+      "--if-older-than <duration>",
+      "only if the newest backup is older than this (e.g. 1h): for start-up scripts",
+    )
     .action(async (db: string | undefined, flags: Flags) => {
       const out = createOutput(flags.json);
       const lb = await loadLifeboat(db, flags);
@@ -24,6 +31,22 @@ export function registerBackup(program: Command): void {
         const results: BackupResult[] = [];
         const cooperative = [];
         for (const name of names) {
+          if (flags.ifOlderThan) {
+            const maxAge = parseDuration(flags.ifOlderThan, "--if-older-than");
+            const fresh = await backupIfOlderThan(lb, name, maxAge, flags.reason);
+            if (!fresh.taken) {
+              out.line(
+                `${name}: backup ${fresh.newest?.id ?? "?"} is ${Math.round((fresh.ageMs ?? 0) / 1000)} s old; no backup needed`,
+              );
+              cooperative.push({ database: name, skipped: true, newest: fresh.newest?.id ?? null });
+              continue;
+            }
+            out.line(
+              `Backed up ${name} as ${fresh.id} (${fresh.via === "replicator" ? "by the running replicator" : "new backup"})`,
+            );
+            cooperative.push({ database: name, id: fresh.id, via: fresh.via });
+            continue;
+          }
           if (!flags.to) {
             const response = await requestSnapshot(await lb.database(name), flags.reason);
             if (response) {

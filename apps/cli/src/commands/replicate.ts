@@ -1,12 +1,15 @@
+import { createDaemon } from "@lifeboat/daemon";
 import { Replicator, type ReplicatorEvent, replicatorOptionsFrom } from "@lifeboat/wal";
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
 import { type CommonFlags, withCommon } from "../main.js";
 import { formatBytes } from "../output.js";
+import { addDaemonOptions, type DaemonFlags, daemonLogPrinter, daemonOptionsFrom } from "./serve.js";
 
-interface Flags extends CommonFlags {
+interface Flags extends CommonFlags, DaemonFlags {
   readonly to?: string[];
   readonly verbose?: boolean;
+  readonly serve?: boolean;
 }
 
 function describe(event: ReplicatorEvent): string | null {
@@ -31,8 +34,9 @@ function describe(event: ReplicatorEvent): string | null {
 }
 
 export function registerReplicate(program: Command): void {
-  withCommon(program.command("replicate"))
-    .description("archive every committed transaction continuously (until SIGINT/SIGTERM)")
+  addDaemonOptions(withCommon(program.command("replicate")))
+    .description("archive every committed transaction continuously (until SIGINT/SIGTERM); runs the config's schedules")
+    .option("--serve", "also serve /health and /metrics")
     .argument("[db]", "database name or path; default: every database in the config")
     .option("--to <location...>", "archive here instead of the config's targets (a directory or a URL)")
     .option("-v, --verbose", "print every shipped segment and checkpoint")
@@ -40,6 +44,9 @@ export function registerReplicate(program: Command): void {
       const lb = await loadLifeboat(db, flags);
       const names = flags.to ? [lb.databases[0]!] : db === undefined ? lb.databases : [db];
       const replicators: Replicator[] = [];
+      const daemon = createDaemon(
+        daemonOptionsFrom(lb, names, flags, { serve: Boolean(flags.serve), onLog: daemonLogPrinter(flags.json) }),
+      );
       const print = (event: ReplicatorEvent) => {
         if (flags.json) {
           process.stdout.write(
@@ -63,6 +70,7 @@ export function registerReplicate(program: Command): void {
             `${new Date().toISOString()} ${signal}: shipping what is left and releasing the leases\n`,
           );
         let pending = 0;
+        await daemon.stop().catch(() => {});
         for (const r of replicators) {
           const result = await r.stop();
           pending += result.pending.length;
@@ -82,15 +90,25 @@ export function registerReplicate(program: Command): void {
       try {
         for (const name of names) {
           const context = await lb.database(name);
-          const replicator = new Replicator(context, { ...replicatorOptionsFrom(context), onEvent: print });
+          const replicator = new Replicator(context, {
+            ...replicatorOptionsFrom(context),
+            snapshotIntervalMs: undefined, // the daemon schedules snapshots (schedule.snapshot, else snapshot.interval)
+            onEvent: (event) => {
+              print(event);
+              daemon.observe(event);
+            },
+          });
           await replicator.start();
           replicators.push(replicator);
+          daemon.attachReplicator(replicator);
           if (!flags.json)
             process.stdout.write(
               `${new Date().toISOString()} ${context.name}: archiving ${context.path} -> ${context.targets.map((t) => `${t.name} (${t.target.location})`).join(", ")}\n`,
             );
         }
+        await daemon.start();
       } catch (error) {
+        await daemon.stop().catch(() => {});
         for (const r of replicators) await r.stop(5000).catch(() => {});
         await lb.close();
         throw error;
