@@ -1,37 +1,28 @@
 /**
- * Faults around continuous archiving, with real processes: the storage target unwritable for
- * 30 s, databases the replicator cannot or must not archive as they are (rollback-journal mode,
- * a read-only file system, deleted and recreated under it), a second replicator, and SIGTERM.
+ * Faults around continuous archiving, with real processes: databases the replicator cannot or
+ * must not archive as they are (rollback-journal mode, a read-only file system, deleted and
+ * recreated under it), a second replicator on the same database and target, and SIGTERM.
  */
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { createRandom, databaseContentHash, startWriterProcess } from "@lifeboat/testkit";
+import { databaseContentHash, startWriterProcess } from "@lifeboat/testkit";
 import Database from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, it } from "vitest";
 import { tempDir } from "./helpers.js";
 import {
-  alignments,
-  canMount,
-  commitStates,
+  cleanupList,
   cpuTimeMs,
   createDatabase,
-  inParallel,
-  mountTmpfs,
   remount,
   restoreWithCli,
   runCli,
   sleep,
   startReplicator,
   storedGenerations,
-  unmount,
+  tmpfs,
   writeConfig,
 } from "./replication-helpers.js";
-
-const cleanups: (() => Promise<unknown> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
 
 function journalMode(path: string): string {
   const db = new Database(path, { fileMustExist: true });
@@ -42,115 +33,9 @@ function journalMode(path: string): string {
   }
 }
 
-/** Mounts a tmpfs for the test (unmounted afterwards); fails clearly where mounting is not allowed. */
-function tmpfs(dir: string): string {
-  expect(canMount(join(dir, "probe")), "these tests mount a tmpfs: run them as root (CAP_SYS_ADMIN)").toBe(true);
-  const mnt = join(dir, "mnt");
-  mountTmpfs(mnt);
-  cleanups.push(() => unmount(mnt));
-  return mnt;
-}
-
-describe("a storage outage", () => {
-  it("30 s with the target unwritable: the queue ships when it returns, no gap", async () => {
-    const dir = tempDir("outage");
-    const db = join(dir, "app.db");
-    const mnt = tmpfs(dir);
-    const target = join(mnt, "archive");
-    const initialHash = createDatabase(db);
-    const writer = await startWriterProcess({
-      path: db,
-      seed: 5150,
-      hash: true,
-      ratePerSecond: 20,
-      blobBytes: 16 * 1024,
-      maxRowsPerTransaction: 8,
-    });
-    cleanups.push(() => writer.kill());
-    const replicator = startReplicator([db, "--to", target]);
-    cleanups.push(() => replicator.kill());
-    await replicator.waitFor((e) => e.type === "snapshot", "the snapshot", 60_000);
-    await replicator.waitFor((e) => e.type === "shipped" && e.lastTxn! >= 10, "10 shipped transactions");
-
-    const outageStart = Date.now();
-    remount(mnt, "ro");
-    let remounted = false;
-    cleanups.push(() => {
-      if (!remounted) remount(mnt, "rw");
-    });
-    const failed = await replicator.waitFor((e) => e.type === "target-error", "a target-error event", 25_000);
-    expect(failed.error?.message, "the error names where").toContain(target);
-    expect(`${failed.error?.message} ${failed.error?.hint}`, "the error says why").toMatch(/read-only|EROFS/i);
-    await sleep(outageStart + 30_000 - Date.now());
-    remount(mnt, "rw");
-    remounted = true;
-    const outageEnd = Date.now();
-    const writtenDuringOutage = writer.records.filter((r) => r.t > outageStart && r.t < outageEnd).length;
-    expect(writtenDuringOutage, "the writer went on during the outage").toBeGreaterThan(100);
-    await replicator.waitFor(
-      (e) => e.type === "target-recovered" && Date.parse(e.time) >= outageEnd,
-      "the target to be back (target-recovered)",
-      90_000,
-    );
-    await writer.waitForRecords(writer.records.length + 20);
-    await writer.stop();
-    const records = [...writer.records];
-    const finalHash = records.at(-1)!.hash!;
-    await sleep(1500);
-    const exit = await replicator.kill("SIGTERM");
-    expect(exit.code, replicator.stderr()).toBe(0);
-    expect(replicator.events.filter((e) => e.type === "generation"), "the outage did not break the generation").toHaveLength(1);
-
-    const states = commitStates(initialHash, records);
-    const out = (name: string) => join(dir, `restored-${name}.db`);
-    const [at0, at1, latest] = await inParallel(
-      [
-        () => restoreWithCli(db, target, out("txn0"), { toTxn: 0 }),
-        () => restoreWithCli(db, target, out("txn1"), { toTxn: 1 }),
-        () => restoreWithCli(db, target, out("latest")),
-      ],
-      3,
-    );
-    for (const r of [at0!, at1!, latest!]) expect(r.ok, `${r.run.stdout}\n${r.run.stderr}`).toBe(true);
-    expect(latest!.hash, "restore latest equals the final state").toBe(finalHash);
-    const offsets = alignments(states, at0!.hash!, at1!.hash!);
-    expect(offsets).toHaveLength(1);
-    const offset = offsets[0]!;
-    expect(latest!.result!.txn, "every commit is a transaction of the generation").toBe(states.length - 1 - offset);
-
-    // Transactions committed while the target was down, by number and by time.
-    const random = createRandom(11);
-    const inside = states.flatMap((s, i) => (s.after > outageStart + 500 && s.t < outageEnd - 500 ? [i] : []));
-    const picks = new Set<number>([inside[0]!, inside.at(-1)!]);
-    while (picks.size < 5) picks.add(random.pick(inside));
-    const midOutage = Math.round((outageStart + outageEnd) / 2);
-    const restores = await inParallel(
-      [
-        ...[...picks].map((i) => () => restoreWithCli(db, target, out(`txn-${i}`), { toTxn: i - offset })),
-        () => restoreWithCli(db, target, out("mid-outage"), { toTime: midOutage }),
-      ],
-      3,
-    );
-    [...picks].forEach((i, k) => {
-      const r = restores[k]!;
-      expect(r.ok, `--to-txn ${i - offset}: ${r.run.stderr}`).toBe(true);
-      expect(r.hash, `--to-txn ${i - offset} (committed during the outage)`).toBe(states[i]!.hash);
-    });
-    // Transactions are stamped when they were observed, not when they reached the target.
-    const mid = restores.at(-1)!;
-    expect(mid.ok, mid.run.stderr).toBe(true);
-    const state = states[offset + mid.result!.txn]!;
-    expect(mid.hash).toBe(state.hash);
-    expect(state.after, "nothing committed after the requested time").toBeLessThanOrEqual(midOutage);
-    const next = states[offset + mid.result!.txn + 1]!;
-    expect(next.t, "every commit older than 2 s before the requested time is included").toBeGreaterThan(
-      midOutage - 2000,
-    );
-  }, 200_000);
-});
-
-describe("databases the replicator must handle with care", () => {
-  it("a rollback-journal database is switched to WAL by default", async () => {
+describe.concurrent("continuous archiving under faults", () => {
+  it("a rollback-journal database is switched to WAL by default", async ({ expect, onTestFinished }) => {
+    const cleanups = cleanupList(onTestFinished);
     const dir = tempDir("journal");
     const db = join(dir, "app.db");
     const target = join(dir, "archive");
@@ -166,14 +51,18 @@ describe("databases the replicator must handle with care", () => {
     const hash = databaseContentHash(app);
     app.close();
     await replicator.waitFor((e) => e.type === "shipped" && e.lastTxn! >= 1, "the insert shipped");
-    await sleep(500);
+    await sleep(1500);
     expect((await replicator.kill("SIGTERM")).code, replicator.stderr()).toBe(0);
     const latest = await restoreWithCli(db, target, join(dir, "restored.db"));
     expect(latest.ok, latest.run.stderr).toBe(true);
     expect(latest.hash).toBe(hash);
   });
 
-  it("with changeJournalMode: false it refuses a rollback-journal database, clearly, and leaves it alone", async () => {
+  it("with changeJournalMode: false it refuses a rollback-journal database, clearly, and leaves it alone", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const cleanups = cleanupList(onTestFinished);
     const dir = tempDir("journal-refuse");
     const db = join(dir, "app.db");
     const target = join(dir, "archive");
@@ -195,9 +84,13 @@ describe("databases the replicator must handle with care", () => {
   });
 
   for (const mode of ["wal", "delete"] as const) {
-    it(`a ${mode === "wal" ? "WAL" : "rollback-journal"} database on a read-only file system: a clear error, non-zero exit, no retry loop`, async () => {
+    it(`a ${mode === "wal" ? "WAL" : "rollback-journal"} database on a read-only file system: a clear error, non-zero exit, no retry loop`, async ({
+      expect,
+      onTestFinished,
+    }) => {
+      const cleanups = cleanupList(onTestFinished);
       const dir = tempDir("rofs");
-      const mnt = tmpfs(dir);
+      const mnt = tmpfs(dir, cleanups);
       const db = join(mnt, "app.db");
       createDatabase(db, { journalMode: mode });
       remount(mnt, "ro");
@@ -220,7 +113,11 @@ describe("databases the replicator must handle with care", () => {
     });
   }
 
-  it("a database deleted and recreated under the running replicator: a clear message, no spinning, a new generation", async () => {
+  it("a database deleted and recreated under the running replicator: a clear message, no spinning, a new generation", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const cleanups = cleanupList(onTestFinished);
     const dir = tempDir("recreate");
     const db = join(dir, "app.db");
     const target = join(dir, "archive");
@@ -245,10 +142,7 @@ describe("databases the replicator must handle with care", () => {
     await sleep(3000);
     expect(replicator.exit(), "the replicator keeps running while the database is missing").toBeUndefined();
     expect(cpuTimeMs(replicator.pid) - cpuBefore, "it waits quietly (no busy loop)").toBeLessThan(1000);
-    expect(
-      replicator.events.filter((e) => e.type === "error").length,
-      "it says so once, not on every poll",
-    ).toBe(1);
+    expect(replicator.events.filter((e) => e.type === "error").length, "it says so once, not on every poll").toBe(1);
 
     const recreatedHash = createDatabase(db, { rows: 30 });
     const again = new Database(db);
@@ -258,13 +152,16 @@ describe("databases the replicator must handle with care", () => {
     const second = await replicator.waitFor(
       (e) => e.type === "generation" && e.generation !== first.generation,
       "a new generation for the recreated database",
-      20_000,
+      10_000,
     );
     expect(second.reason).toMatch(/replaced|recreated|new/i);
     expect(recreatedHash).not.toBe(finalHash);
+    // The insert is either in the new generation's snapshot (when the app's connection closed
+    // first: closing the last connection checkpoints the WAL) or shipped after it: the final
+    // restore below checks the content either way.
     await replicator.waitFor(
-      (e) => e.type === "shipped" && e.generation === second.generation && e.lastTxn! >= 1,
-      "the recreated database's insert shipped",
+      (e) => e.type === "snapshot" && e.generation === second.generation,
+      "the recreated database's snapshot",
     );
     await sleep(500);
     expect((await replicator.kill("SIGTERM")).code, replicator.stderr()).toBe(0);
@@ -273,10 +170,12 @@ describe("databases the replicator must handle with care", () => {
     expect(latest.ok, latest.run.stderr).toBe(true);
     expect(latest.hash, "the latest restore is the recreated database").toBe(finalHash);
   });
-});
 
-describe("one replicator per database and target", () => {
-  it("a second replicate refuses with LEASE_HELD naming the holder; the first keeps archiving", async () => {
+  it("a second replicate refuses with LEASE_HELD naming the holder; the first keeps archiving", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const cleanups = cleanupList(onTestFinished);
     const dir = tempDir("lease");
     const db = join(dir, "app.db");
     const target = join(dir, "archive");
@@ -311,10 +210,12 @@ describe("one replicator per database and target", () => {
     const latest = await restoreWithCli(db, target, join(dir, "restored.db"));
     expect(latest.hash).toBe(hash);
   });
-});
 
-describe("stopping the replicator", () => {
-  it("SIGTERM right after a burst of commits ships every one of them and exits 0", async () => {
+  it("SIGTERM right after a burst of commits ships every one of them and exits 0", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const cleanups = cleanupList(onTestFinished);
     const dir = tempDir("sigterm");
     const db = join(dir, "app.db");
     const target = join(dir, "archive");
@@ -333,19 +234,52 @@ describe("stopping the replicator", () => {
     const exit = await replicator.kill("SIGTERM");
     expect(exit.code, replicator.stderr()).toBe(0);
     const shipped = replicator.events.filter((e) => e.type === "shipped");
-    expect(Math.max(...shipped.map((e) => e.lastTxn!)), "every commit was shipped before the exit").toBeGreaterThanOrEqual(
-      60,
-    );
+    expect(
+      Math.max(...shipped.map((e) => e.lastTxn!)),
+      "every commit was shipped before the exit",
+    ).toBeGreaterThanOrEqual(60);
     const latest = await restoreWithCli(db, target, join(dir, "restored.db"));
     expect(latest.ok, latest.run.stderr).toBe(true);
     expect(latest.hash).toBe(records.at(-1)!.hash);
   });
 
-  it("SIGTERM while it is still starting: exits 0 and releases the lease", async () => {
+  it("SIGTERM while the application keeps writing: exits 0 and everything committed before it is archived", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const cleanups = cleanupList(onTestFinished);
+    const dir = tempDir("sigterm-busy");
+    const db = join(dir, "app.db");
+    const target = join(dir, "archive");
+    const initialHash = createDatabase(db);
+    const writer = await startWriterProcess({ path: db, seed: 9, hash: true, ratePerSecond: 30, blobBytes: 16 * 1024 });
+    cleanups.push(() => writer.kill());
+    const replicator = startReplicator([db, "--to", target]);
+    cleanups.push(() => replicator.kill());
+    await replicator.waitFor((e) => e.type === "shipped" && e.lastTxn! >= 10, "10 shipped transactions");
+    await sleep(3000);
+    const sentAt = Date.now();
+    const exit = await Promise.race([replicator.kill("SIGTERM"), sleep(30_000).then(() => undefined)]);
+    expect(exit, "the replicator stops within 30 s of SIGTERM while writes go on").toBeDefined();
+    expect(exit!.signal, "the process handled SIGTERM instead of dying of it").toBeNull();
+    expect(exit!.code, replicator.stderr()).toBe(0);
+    await writer.stop();
+    const hashes = new Map<number, string>([[0, initialHash], ...writer.records.map((r) => [r.txn, r.hash!] as const)]);
+    const latest = await restoreWithCli(db, target, join(dir, "restored.db"));
+    expect(latest.ok, latest.run.stderr).toBe(true);
+    expect(latest.hash, "a committed state").toBe(hashes.get(latest.writerTxn!));
+    const committedBefore = writer.records.filter((r) => r.t < sentAt).at(-1)!.txn;
+    expect(latest.writerTxn!, "every commit made before the SIGTERM was archived").toBeGreaterThanOrEqual(
+      committedBefore,
+    );
+  });
+
+  it("SIGTERM while it is still starting: exits 0 and releases the lease", async ({ expect, onTestFinished }) => {
+    const cleanups = cleanupList(onTestFinished);
     const dir = tempDir("sigterm-start");
     const db = join(dir, "app.db");
     const target = join(dir, "archive");
-    createDatabase(db, { rows: 5000 });
+    createDatabase(db, { rows: 100_000 }); // a few MB: the snapshot takes a moment
     const replicator = startReplicator([db, "--to", target]);
     cleanups.push(() => replicator.kill());
     // The generation is announced before its snapshot is taken and shipped: start-up is under way.

@@ -5,7 +5,16 @@
  * and tmpfs mounts for outages and read-only file systems.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  writeFileSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { databaseContentHash, type WriterRecord } from "@lifeboat/testkit";
@@ -20,7 +29,15 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 /** One line of `lifeboat replicate --json`. */
 export interface ReplicatorJsonEvent {
   readonly time: string;
-  readonly type: "generation" | "snapshot" | "spooled" | "shipped" | "checkpoint" | "target-error" | "target-recovered" | "error";
+  readonly type:
+    | "generation"
+    | "snapshot"
+    | "spooled"
+    | "shipped"
+    | "checkpoint"
+    | "target-error"
+    | "target-recovered"
+    | "error";
   readonly database: string;
   readonly generation?: string;
   readonly reason?: string;
@@ -51,7 +68,11 @@ export interface ReplicatorProcess {
   /** The exit, once the process has ended (undefined while it runs). */
   exit(): ProcessExit | undefined;
   /** Resolves with the first event (from the start) matching `predicate`; rejects on exit or timeout. */
-  waitFor(predicate: (e: ReplicatorJsonEvent) => boolean, what: string, timeoutMs?: number): Promise<ReplicatorJsonEvent>;
+  waitFor(
+    predicate: (e: ReplicatorJsonEvent) => boolean,
+    what: string,
+    timeoutMs?: number,
+  ): Promise<ReplicatorJsonEvent>;
   /** Sends `signal` and waits for the exit. */
   kill(signal?: NodeJS.Signals): Promise<ProcessExit>;
 }
@@ -354,7 +375,12 @@ export function observedTimes(segments: readonly StoredSegment[]): Map<number, n
  * Writes `<dir>/lifeboat.yml` for one database `path` archived to the local directory `target`,
  * with the given `replication` settings (JSON is valid YAML). Returns the config's path.
  */
-export function writeConfig(dir: string, path: string, target: string, replication: Record<string, unknown> = {}): string {
+export function writeConfig(
+  dir: string,
+  path: string,
+  target: string,
+  replication: Record<string, unknown> = {},
+): string {
   const file = join(dir, "lifeboat.yml");
   const config = { databases: [{ path, targets: [{ type: "local", path: target }], replication }] };
   writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
@@ -362,7 +388,12 @@ export function writeConfig(dir: string, path: string, target: string, replicati
 }
 
 /** Polls `check` until it returns a value other than undefined; throws `what` on timeout. */
-export async function waitUntil<T>(check: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+export async function waitUntil<T>(
+  check: () => T | undefined | Promise<T | undefined>,
+  what: string,
+  timeoutMs = 30_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
@@ -405,6 +436,15 @@ export function cpuTimeMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
   return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+/** Mounts a tmpfs for the test (unmounted afterwards); fails clearly where mounting is not allowed. */
+export function tmpfs(dir: string, cleanups: (() => unknown)[]): string {
+  if (!canMount(join(dir, "probe"))) throw new Error("these tests mount a tmpfs: run them as root (CAP_SYS_ADMIN)");
+  const mnt = join(dir, "mnt");
+  mountTmpfs(mnt);
+  cleanups.push(() => unmount(mnt));
+  return mnt;
 }
 
 /** Mounts a fresh tmpfs at `dir` (created if missing). Needs root. */
@@ -473,4 +513,16 @@ export function summarizeWal(path: string): WalSummary {
     if (wal.readUInt32BE(at + 4) !== 0) lastCommitFrame = frame;
   }
   return { validFrames: frame, lastCommitFrame };
+}
+
+/**
+ * Cleanups for one test, run in reverse order when it finishes (pass the test context's
+ * `onTestFinished`): concurrent tests cannot share an afterEach list.
+ */
+export function cleanupList(onTestFinished: (fn: () => Promise<void>) => void): (() => unknown)[] {
+  const list: (() => unknown)[] = [];
+  onTestFinished(async () => {
+    for (const cleanup of list.splice(0).reverse()) await cleanup();
+  });
+  return list;
 }

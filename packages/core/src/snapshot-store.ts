@@ -78,7 +78,8 @@ export async function storeSnapshot(
     snapshot.release();
   }
   const uploaded = await Promise.all(uploads);
-  if (sourceError === undefined && content.bytes !== description.sizeBytes) {
+  // When every target failed, the stream was abandoned early: their outcomes say why.
+  if (sourceError === undefined && fanout.anyAlive && content.bytes !== description.sizeBytes) {
     sourceError = new LifeboatError(
       ErrorCodes.INTERNAL,
       `The snapshot of ${db.path} had ${content.bytes} bytes, expected ${description.sizeBytes}.`,

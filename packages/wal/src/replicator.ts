@@ -15,8 +15,8 @@
  * - Segments become durable in a local queue first; each target ships from the queue on its own,
  *   so an outage of one target delays only that target, and nothing is lost while it lasts.
  */
-import { createReadStream, type FSWatcher, watch } from "node:fs";
-import { stat } from "node:fs/promises";
+import { constants, createReadStream, type FSWatcher, watch } from "node:fs";
+import { access, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
@@ -165,6 +165,17 @@ export class Replicator {
 
   #syncing: Promise<void> | null = null;
   #dirty = false;
+  #passesStarted = 0;
+  #passesDone = 0;
+  #waiters: { pass: number; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  /**
+   * True once a pin rotation has shipped everything up to the WAL's end, and as long as pins stay
+   * continuous. Then any WAL restart continues our history: a restart needs every frame
+   * checkpointed, and no checkpoint goes past our pin's read mark, which is at or before what we
+   * shipped (a pin with no mark blocks checkpoints altogether). Lost on (re)opening connections.
+   */
+  #continuity = false;
+  #deletedReported = false;
   #stopped = false;
   #watcher: FSWatcher | null = null;
   #timer: NodeJS.Timeout | null = null;
@@ -248,7 +259,7 @@ export class Replicator {
     }
     this.#pin();
     const resumed = await this.#resume();
-    if (!resumed) await this.#startGeneration("first run");
+    if (resumed !== true) await this.#startGeneration(resumed);
     await announce(this.spool.dir, this.db);
     this.#watch();
     this.#leaseTimer = setInterval(() => void this.#renewLeases(), Math.max(1000, Math.floor(this.#o.leaseTtlMs / 3)));
@@ -278,6 +289,11 @@ export class Replicator {
         plugin: "wal",
         hint: "Point the config at the SQLite database file.",
       });
+    }
+    try {
+      await access(dirname(this.db.path), constants.W_OK);
+    } catch (error) {
+      throw this.#openError(error);
     }
     await this.db.driver.describe(this.db.path); // clear errors for "not a database" and friends
     this.#dbIdentity = { dev: info.dev, ino: info.ino };
@@ -317,6 +333,7 @@ export class Replicator {
       writer.pragma("wal_autocheckpoint = 0"); // this connection never writes; checkpoints are ours to time
       this.#writer = writer;
       this.#pins = [this.#openReadOnly(), this.#openReadOnly()];
+      this.#continuity = false;
     } catch (error) {
       writer.close();
       throw error instanceof LifeboatError ? error : this.#openError(error);
@@ -330,7 +347,9 @@ export class Replicator {
 
   #openError(error: unknown): LifeboatError {
     const message = error instanceof Error ? error.message : String(error);
-    const readOnly = /readonly|read-only|EROFS/i.test(message);
+    const errno = (error as { code?: string }).code;
+    const readOnly =
+      errno === "EROFS" || errno === "EACCES" || errno === "EPERM" || /readonly|read-only|EROFS/i.test(message);
     return new LifeboatError(
       readOnly ? ErrorCodes.PERMISSION_DENIED : ErrorCodes.STORAGE_ERROR,
       `Cannot open ${this.db.path} for replication: ${message}`,
@@ -373,17 +392,12 @@ export class Replicator {
     for (const conn of this.#pins ?? []) if (conn.inTransaction) conn.exec("ROLLBACK");
   }
 
-  async #resume(): Promise<boolean> {
+  /** Continues the saved generation if the WAL still continues its position; else says why not. */
+  async #resume(): Promise<true | string> {
     const state = await this.spool.readState<PersistedState>();
-    if (state?.format !== "lifeboat.replicator-state" || state.database !== this.db.name) return false;
+    if (state?.format !== "lifeboat.replicator-state" || state.database !== this.db.name) return "first run";
     if (state.dbIdentity.dev !== this.#dbIdentity?.dev || state.dbIdentity.ino !== this.#dbIdentity?.ino) {
-      this.#emit({
-        type: "generation",
-        database: this.db.name,
-        generation: state.generation,
-        reason: "the database file was replaced; starting over",
-      });
-      return false;
+      return "restart: the database file was replaced since the last run";
     }
     let txn = state.txn;
     let position = state.position;
@@ -392,7 +406,7 @@ export class Replicator {
     const newest = spooled.at(-1);
     if (newest && newest.lastTxn > txn) {
       const header = await this.spool.header(newest).catch(() => undefined);
-      if (!header?.walEnd) return false;
+      if (!header?.walEnd) return "restart: the newest queued segment is unreadable";
       txn = header.lastTxn;
       position = header.walEnd;
     }
@@ -400,7 +414,8 @@ export class Replicator {
     for await (const _ of scan) {
       // only checking that the WAL still continues the position
     }
-    if (scan.result.reset) return false;
+    if (scan.result.reset)
+      return `restart: the WAL no longer continues the last archived position (${scan.result.reset})`;
     this.#generation = state.generation;
     this.#txn = txn;
     this.#position = position;
@@ -449,6 +464,7 @@ export class Replicator {
     this.#header = null;
     this.#positions = new Map([[posKey(snapshot.walPosition), 0]]);
     this.#restartExpected = null;
+    this.#continuity = true; // the pin was taken before the snapshot: its mark is at or before the snapshot's position
     for (const t of this.#targets) {
       t.generation = null;
       t.shipped = 0;
@@ -582,32 +598,76 @@ export class Replicator {
     }
   }
 
-  /** Ships everything committed so far to the local queue (and wakes the uploaders). */
+  /**
+   * Ships everything committed before the call to the local queue (and wakes the uploaders).
+   * Resolves after a pass that started after the call; passes repeat while changes keep coming,
+   * but a caller never waits for more than that one pass.
+   */
   sync(): Promise<void> {
-    if (this.#syncing) {
-      this.#dirty = true;
-      return this.#syncing;
+    const pass = this.#passesStarted + 1 + (this.#syncing ? 1 : 0);
+    const done = new Promise<void>((resolve, reject) => this.#waiters.push({ pass, resolve, reject }));
+    this.#dirty = true;
+    if (!this.#syncing) {
+      this.#syncing = (async () => {
+        try {
+          while (this.#dirty && !this.#stopped) {
+            this.#dirty = false;
+            const pass = ++this.#passesStarted;
+            try {
+              await this.#syncOnce(true);
+              this.#passesDone = pass;
+              this.#lastError = null;
+              this.#settle(
+                (w) => w.pass <= pass,
+                (w) => w.resolve(),
+              );
+            } catch (error) {
+              this.#settle(
+                (w) => w.pass <= pass,
+                (w) => w.reject(error),
+              );
+            }
+          }
+        } finally {
+          this.#syncing = null;
+          // Stopped with callers still waiting: they get what was shipped.
+          this.#settle(
+            () => true,
+            (w) => w.resolve(),
+          );
+        }
+      })();
     }
-    this.#syncing = (async () => {
-      try {
-        do {
-          this.#dirty = false;
-          await this.#syncOnce(true);
-        } while (this.#dirty && !this.#stopped);
-        this.#lastError = null;
-      } finally {
-        this.#syncing = null;
-      }
-    })();
-    return this.#syncing;
+    return done;
+  }
+
+  #settle(
+    match: (w: { pass: number }) => boolean,
+    action: (w: { resolve: () => void; reject: (e: unknown) => void }) => void,
+  ): void {
+    const ready = this.#waiters.filter(match);
+    this.#waiters = this.#waiters.filter((w) => !match(w));
+    for (const w of ready) action(w);
   }
 
   async #syncOnce(mayCheckpoint: boolean): Promise<void> {
-    if (!this.#pins || !this.#position || !this.#generation) return;
+    if (!this.#generation) return;
     if (await this.#databaseReplaced()) return;
+    if (!this.#pins || !this.#position) return;
     const previousPin = this.#pin();
     try {
-      await this.#shipNewTransactions();
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.#shipNewTransactions();
+          break;
+        } catch (error) {
+          // The WAL restarted between the scan and reading its pages: scan again, which sees the
+          // restart and decides whether it continues the history.
+          const restarted = error instanceof LifeboatError && /was reset while/.test(error.message);
+          if (!restarted || attempt >= 3) throw error;
+        }
+      }
+      this.#continuity = true;
     } finally {
       if (previousPin?.inTransaction) previousPin.exec("ROLLBACK");
     }
@@ -623,8 +683,8 @@ export class Replicator {
     this.#closeConnections();
     if (!info) {
       const message = `${this.db.path} was deleted; archiving is paused until it exists again (a new generation will start).`;
-      if (this.#lastError !== message) {
-        this.#lastError = message;
+      if (!this.#deletedReported) {
+        this.#deletedReported = true;
         this.#emit({
           type: "error",
           database: this.db.name,
@@ -634,9 +694,18 @@ export class Replicator {
       this.#dbIdentity = null;
       return true;
     }
-    await this.#openConnections();
+    try {
+      await this.#openConnections();
+    } catch (error) {
+      this.#report(error); // e.g. recreated but not a database yet: try again at the next poll
+      this.#closeConnections();
+      return true;
+    }
+    this.#deletedReported = false;
     this.#pin();
-    await this.#startGeneration("the database file was replaced");
+    await this.#startGeneration(
+      this.#dbIdentity && info ? "the database file was replaced" : "the database file was recreated",
+    );
     return true;
   }
 
@@ -647,11 +716,9 @@ export class Replicator {
     for await (const txn of scan) transactions.push(txn);
     const result = scan.result;
     if (result.reset) {
-      // At frame 0 the database file holds the whole state and our pin (read lock 0) keeps any
-      // checkpoint from changing it, so SQLite's first writer starting a WAL with fresh salts
-      // continues the history too.
+      // Our own complete checkpoint, or any restart while our pins prove continuity (#continuity).
       const expected =
-        (this.#restartExpected && posKey(this.#restartExpected) === posKey(position)) || position.frame === 0;
+        (this.#restartExpected && posKey(this.#restartExpected) === posKey(position)) || this.#continuity;
       if (
         expected &&
         (result.reset === "missing" || result.reset === "truncated" || result.reset === "header-invalid")
@@ -659,7 +726,7 @@ export class Replicator {
         return; // checkpointed and truncated by us; the next writer writes a new header
       }
       if (expected && result.reset === "salt-changed" && result.header) {
-        // The WAL restarted after our complete checkpoint: the same history goes on.
+        // The WAL restarted after a complete checkpoint (ours or the app's): the same history goes on.
         const start = walStartPosition(result.header);
         this.#position = start;
         this.#positions = new Map([[posKey(start), this.#txn]]);

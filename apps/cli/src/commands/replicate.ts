@@ -87,6 +87,9 @@ export function registerReplicate(program: Command): void {
           );
         process.exit(0);
       };
+      // Installed before start-up: a signal during start-up also ships, releases and exits cleanly.
+      process.on("SIGINT", () => void stop("SIGINT"));
+      process.on("SIGTERM", () => void stop("SIGTERM"));
       try {
         for (const name of names) {
           const context = await lb.database(name);
@@ -98,8 +101,8 @@ export function registerReplicate(program: Command): void {
               daemon.observe(event);
             },
           });
+          replicators.push(replicator); // before start(): a signal during start-up stops it too
           await replicator.start();
-          replicators.push(replicator);
           daemon.attachReplicator(replicator);
           if (!flags.json)
             process.stdout.write(
@@ -113,8 +116,10 @@ export function registerReplicate(program: Command): void {
         await lb.close();
         throw error;
       }
-      process.on("SIGINT", () => void stop("SIGINT"));
-      process.on("SIGTERM", () => void stop("SIGTERM"));
+      if (flags.json)
+        process.stdout.write(
+          `${JSON.stringify({ time: new Date().toISOString(), type: "started", databases: names })}\n`,
+        );
       await new Promise(() => {}); // runs until a signal
     });
 }
