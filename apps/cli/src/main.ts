@@ -8,7 +8,9 @@ import { registerClone } from "./commands/clone.js";
 import { registerDelete } from "./commands/delete.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerExec } from "./commands/exec.js";
+import { registerExport } from "./commands/export.js";
 import { registerHealth } from "./commands/health.js";
+import { registerImport } from "./commands/import.js";
 import { registerInit } from "./commands/init.js";
 import { registerList } from "./commands/list.js";
 import { registerMark } from "./commands/mark.js";
@@ -58,6 +60,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     registerExec,
     registerDelete,
     registerClone,
+    registerExport,
+    registerImport,
     registerDemo,
   ]) {
     register(program);

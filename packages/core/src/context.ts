@@ -29,7 +29,7 @@ export interface DatabaseContext {
 }
 
 export interface Progress {
-  readonly phase: "snapshot" | "upload" | "download" | "verify" | "integrity";
+  readonly phase: "snapshot" | "upload" | "download" | "verify" | "integrity" | "export" | "import";
   readonly bytes: number;
   readonly total: number | undefined;
   readonly label?: string;
