@@ -3,8 +3,10 @@
  * it, in order, up to the target (a time, a transaction number, or the end), applied to a temp
  * file; then the integrity check and the same safe swap as a snapshot restore.
  */
+
+import { createHash } from "node:crypto";
 import { constants, createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, open } from "node:fs/promises";
+import { mkdtemp, open, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -31,6 +33,9 @@ import {
 } from "@lifeboat/core";
 import { decodeSegment } from "./segment-format.js";
 import { parseSegmentKey, type SegmentKeyInfo } from "./segment-keys.js";
+
+/** Page images held before they are written during a point-in-time restore. */
+const APPLY_BATCH_BYTES = 64 * 1024 * 1024;
 
 export interface GenerationInfo {
   readonly generation: string;
@@ -299,6 +304,24 @@ async function applySegments(
   let observedAt: number | null = null;
   let applied = 0;
   let size = (await handle.stat()).size;
+  // Within a batch only each page's last image matters, and the last commit's size: collect them,
+  // then write in page order and truncate once (a page past a later shrink is cut off by it).
+  const pending = new Map<number, Buffer>();
+  let pendingBytes = 0;
+  let commitSize = size / pageSize;
+  let stop = false;
+  const flush = async () => {
+    for (const pgno of [...pending.keys()].sort((a, b) => a - b)) {
+      if (pgno > commitSize) continue;
+      const data = pending.get(pgno)!;
+      await handle.write(data, 0, data.byteLength, (pgno - 1) * pageSize);
+    }
+    pending.clear();
+    pendingBytes = 0;
+    const commitBytes = commitSize * pageSize;
+    if (commitBytes !== size) await handle.truncate(commitBytes);
+    size = commitBytes;
+  };
   const prefetch = Math.max(1, options.prefetch ?? 8);
   // Fetch ahead into temp files next to the output (constant memory, whatever a segment's size);
   // each is decoded from its file while later ones download.
@@ -325,13 +348,15 @@ async function applySegments(
           codecs.push(codec);
         }
         await pipeline(Readable.from(decodeChain(codecs, object.body)), createWriteStream(target, { mode: 0o600 }));
+        // Checked whole before any of it is applied: a restore may stop inside a segment.
+        await verifySegmentFile(target, seg.key);
         return target;
       })(),
     );
     fetched.get(i)!.catch(() => {});
   };
   try {
-    outer: for (let i = 0; i < choice.segments.length; i++) {
+    for (let i = 0; i < choice.segments.length && !stop; i++) {
       for (let k = i; k < i + prefetch; k++) fetch(k);
       const seg = choice.segments[i]!;
       const segmentFile = await fetched.get(i)!;
@@ -357,20 +382,22 @@ async function applySegments(
           throw new LifeboatError(
             ErrorCodes.CORRUPT_BACKUP,
             `Transaction ${txn + 1} of generation ${choice.generation.generation} is missing (segment ${seg.key} starts at ${t.txn}).`,
-            {
-              hint: "Restore to a point before the gap (lifeboat list shows the restorable window).",
-            },
+            { hint: "Restore to a point before the gap (lifeboat list shows the restorable window)." },
           );
         }
-        if (t.txn > choice.txn || (choice.toTime !== undefined && t.observedAt > choice.toTime)) break outer;
-        for await (const page of pages) {
-          await handle.write(page.data, 0, page.data.byteLength, (page.pgno - 1) * pageSize);
+        if (t.txn > choice.txn || (choice.toTime !== undefined && t.observedAt > choice.toTime)) {
+          stop = true;
+          break;
         }
-        const commitBytes = t.commitSize * pageSize;
-        if (commitBytes !== size) await handle.truncate(commitBytes);
-        size = commitBytes;
+        for await (const page of pages) {
+          const previous = pending.get(page.pgno);
+          if (previous === undefined) pendingBytes += pageSize;
+          pending.set(page.pgno, Buffer.from(page.data));
+        }
+        commitSize = t.commitSize;
         txn = t.txn;
         observedAt = t.observedAt;
+        if (pendingBytes >= APPLY_BATCH_BYTES) await flush();
         options.onProgress?.({
           phase: "download",
           bytes: txn - choice.snapshot.position,
@@ -380,6 +407,7 @@ async function applySegments(
       }
       applied++;
     }
+    await flush();
     // Page 1 from the WAL says "WAL mode" (bytes 18-19 = 2): the restored file is a plain rollback-journal database.
     await handle.write(Buffer.from([1, 1]), 0, 2, 18);
     await handle.sync();
@@ -389,4 +417,28 @@ async function applySegments(
     await removeQuietly(spill);
   }
   return { txn, observedAt, segments: applied };
+}
+
+/** Checks a segment file's sha256 trailer (the last 32 bytes cover everything before them). */
+async function verifySegmentFile(file: string, name: string): Promise<void> {
+  const { size } = await stat(file);
+  const hash = createHash("sha256");
+  if (size > 32) for await (const chunk of createReadStream(file, { end: size - 33 })) hash.update(chunk as Buffer);
+  const handle = await open(file, "r");
+  const trailer = Buffer.alloc(32);
+  try {
+    await handle.read(trailer, 0, 32, Math.max(0, size - 32));
+  } finally {
+    await handle.close();
+  }
+  if (size <= 32 || !trailer.equals(hash.digest())) {
+    throw new LifeboatError(
+      ErrorCodes.CORRUPT_BACKUP,
+      `WAL segment ${name} is corrupt: its sha256 trailer does not match.`,
+      {
+        plugin: "wal",
+        hint: "Nothing was changed. Restore to a point before this segment, or from another target (--from NAME); run `lifeboat verify`.",
+      },
+    );
+  }
 }

@@ -183,7 +183,7 @@ export class Replicator {
   #snapshotTimer: NodeJS.Timeout | null = null;
   #lastError: string | null = null;
 
-  /** Longest time the replicator held the write lock (ms): the worst stall it caused writers. */
+  /** Longest time the replicator held the write lock (ms): the worst stall it caused writers (emergency checkpoints only). */
   maxWriteLockMs = 0;
 
   constructor(db: DatabaseContext, options: ReplicatorOptions = {}) {
@@ -781,46 +781,32 @@ export class Replicator {
   }
 
   /**
-   * PASSIVE checkpoint under the write lock: nothing commits while we ship the last frames and
-   * checkpoint, so a complete checkpoint means the next WAL restart continues our history.
+   * PASSIVE checkpoint with our pin held and no write lock: writers never wait for it. It copies
+   * frames up to our pin's read mark, which is at or before what we shipped, so nothing unshipped
+   * can be checkpointed away; when writes pause it completes, and the next writer restarts the WAL,
+   * which #continuity recognises as the same history.
    */
   async #checkpoint(): Promise<void> {
-    const writer = this.#writer;
-    if (!writer) return;
-    // Resets are handled outside the write lock (a new generation's snapshot needs it).
-    await this.#shipNewTransactions();
-    try {
-      writer.exec("BEGIN IMMEDIATE");
-    } catch {
-      return; // the app is writing: try again at the next sync
-    }
-    const lockedAt = performance.now();
     let row: { busy: number; log: number; checkpointed: number } | undefined;
+    const checkpointer = this.#checkpointConnection();
     try {
-      await this.#shipNewTransactions();
-      this.#unpinAll();
-      const checkpointer = this.#checkpointConnection();
-      try {
-        row = (checkpointer.pragma("wal_checkpoint(PASSIVE)") as (typeof row)[])[0];
-      } finally {
-        checkpointer.close();
-      }
-      if (row && row.log === row.checkpointed && row.log === this.#position!.frame)
-        this.#restartExpected = this.#position;
-      this.#pin();
+      row = (checkpointer.pragma("wal_checkpoint(PASSIVE)") as (typeof row)[])[0];
+    } catch {
+      row = undefined; // busy: another checkpoint runs; try at the next sync
     } finally {
-      if (writer.inTransaction) writer.exec("ROLLBACK");
-      const held = performance.now() - lockedAt;
-      this.maxWriteLockMs = Math.max(this.maxWriteLockMs, held);
-      this.#emit({
-        type: "checkpoint",
-        database: this.db.name,
-        mode: "PASSIVE",
-        frames: row?.log ?? -1,
-        complete: Boolean(row && row.log === row.checkpointed),
-        writeLockMs: held,
-      });
+      checkpointer.close();
     }
+    this.#emit({
+      type: "checkpoint",
+      database: this.db.name,
+      mode: "PASSIVE",
+      frames: row?.log ?? -1,
+      complete: Boolean(row && row.log === row.checkpointed),
+      writeLockMs: 0,
+    });
+    // Complete at our position: nothing to do until the next writer restarts the WAL.
+    if (row && row.log === row.checkpointed && row.log === this.#position?.frame)
+      this.#restartExpected = this.#position;
     if (row && row.log !== row.checkpointed && row.log > this.#o.emergencyCheckpointPages)
       await this.#emergencyCheckpoint();
   }
