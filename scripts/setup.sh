@@ -12,10 +12,12 @@ if ! command -v pnpm >/dev/null 2>&1 || ! pnpm -v 2>/dev/null | grep -q '^10\.';
   npm install -g pnpm@10 >/dev/null
 fi
 
-# Debian tools used by tests and benchmarks (sqlite3 CLI as an independent SQLite client).
+# Debian tools used by tests and benchmarks (sqlite3 CLI as an independent SQLite client;
+# Ceph's radosgw as the real S3 server the S3 tests start through @lifeboat/testkit; the age and
+# gpg CLIs for the codecs' interoperability tests).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
-  for pkg in sqlite3; do
+  for pkg in sqlite3 radosgw ceph-mon ceph-osd ceph-common age gnupg; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then
