@@ -22,7 +22,7 @@ import {
 import { type PruneOptions, type PruneResult, prune } from "./prune.js";
 import { type NamedTarget, Repository, type StoredSnapshot } from "./repository.js";
 import { type RestoreOptions, type RestoreResult, restore } from "./restore.js";
-import { isEmptyPolicy, policyFromConfig, type RetentionPolicy } from "./retention.js";
+import { isEmptyPolicy, policyFromConfig } from "./retention.js";
 import { type VerifyOptions, type VerifyResult, verify } from "./verify.js";
 
 export interface CreateLifeboatOptions {

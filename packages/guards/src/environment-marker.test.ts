@@ -134,7 +134,11 @@ describe("the environment guard", () => {
     });
     expect(dumpDatabase(path)).toEqual(before);
 
-    const restored = await lb.restore(undefined, { backupId: id, yes: true, phrases: ["restore staging over production"] });
+    const restored = await lb.restore(undefined, {
+      backupId: id,
+      yes: true,
+      phrases: ["restore staging over production"],
+    });
     expect(restored.safetyCopy).not.toBeNull();
     expect(scalar(path, "SELECT count(*) FROM notes WHERE body = 'written in production'")).toBe(0);
   });

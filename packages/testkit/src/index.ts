@@ -1,2 +1,3 @@
 export * from "./conformance.js";
 export * from "./fixtures.js";
+export * from "./s3-server.js";

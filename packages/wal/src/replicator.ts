@@ -166,7 +166,6 @@ export class Replicator {
   #syncing: Promise<void> | null = null;
   #dirty = false;
   #passesStarted = 0;
-  #passesDone = 0;
   #waiters: { pass: number; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /**
    * True once a pin rotation has shipped everything up to the WAL's end, and as long as pins stay
