@@ -614,7 +614,6 @@ export class Replicator {
             const pass = ++this.#passesStarted;
             try {
               await this.#syncOnce(true);
-              this.#passesDone = pass;
               this.#lastError = null;
               this.#settle(
                 (w) => w.pass <= pass,
