@@ -9,8 +9,14 @@ describe("lifeboat backup while lifeboat replicate runs", () => {
   it("asks the replicator for a snapshot in its generation instead of competing with it", async () => {
     const dir = tempDir("coop");
     makeShop(join(dir, "app.db"), 100);
-    writeFileSync(join(dir, "lifeboat.yml"), "databases:\n  - path: ./app.db\n    targets: [{ type: local, path: ./backups }]\n");
-    const replicator = spawn(process.execPath, [BIN, "replicate", "--json"], { cwd: dir, stdio: ["ignore", "pipe", "inherit"] });
+    writeFileSync(
+      join(dir, "lifeboat.yml"),
+      "databases:\n  - path: ./app.db\n    targets: [{ type: local, path: ./backups }]\n",
+    );
+    const replicator = spawn(process.execPath, [BIN, "replicate", "--json"], {
+      cwd: dir,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     const events: { type: string; generation?: string; position?: number }[] = [];
     let buffer = "";
     replicator.stdout.on("data", (d: Buffer) => {
@@ -22,7 +28,8 @@ describe("lifeboat backup while lifeboat replicate runs", () => {
     const exited = new Promise<number | null>((r) => replicator.on("exit", r));
     try {
       const deadline = Date.now() + 30_000;
-      while (!events.some((e) => e.type === "snapshot") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      while (!events.some((e) => e.type === "snapshot") && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
       const generation = events.find((e) => e.type === "generation")!.generation!;
       const app = new Database(join(dir, "app.db"));
       for (let i = 0; i < 5; i++) app.exec(`INSERT INTO orders (customer_id, total) VALUES (1, ${i})`);
@@ -36,7 +43,9 @@ describe("lifeboat backup while lifeboat replicate runs", () => {
       expect(out.replicatorSnapshots[0].position).toBe(5);
 
       const list = json(cli(["list", "--json"], { cwd: dir }));
-      const snapshot = list.databases[0].targets[0].backups.find((b: { reason: string }) => b.reason === "pre-migration");
+      const snapshot = list.databases[0].targets[0].backups.find(
+        (b: { reason: string }) => b.reason === "pre-migration",
+      );
       expect(snapshot.generation).toBe(generation);
       expect(snapshot.position).toBe(5);
     } finally {
