@@ -162,7 +162,6 @@ async function main(): Promise<void> {
   const peers: Array<[string, Array<Record<string, unknown>>]> = [
     ["no codecs", []],
     ["zstd 3 + age", [{ type: "zstd", level: 3, workers: 0 }, ageEntry]],
-    ["zstd 3, 1 worker + age", [{ type: "zstd", level: 3, workers: 1 }, ageEntry]],
     ["zstd 3, 2 workers + age", [{ type: "zstd", level: 3, workers: 2 }, ageEntry]],
   ];
   const samples = new Map<string, { wall: number[]; cpu: number[]; stored: number }>();

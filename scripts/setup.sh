@@ -17,7 +17,7 @@ fi
 # gpg CLIs for the codecs' interoperability tests).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
-  for pkg in sqlite3 radosgw ceph-mon ceph-osd ceph-common age gnupg; do
+  for pkg in sqlite3 radosgw ceph-mon ceph-osd ceph-common age gnupg zstd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then

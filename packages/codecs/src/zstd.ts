@@ -18,7 +18,7 @@ const binding = createRequire(import.meta.url)("zstd-napi/binding") as ZstdBindi
 /** Default zstd level, chosen by measurement (see README.md). */
 export const ZSTD_DEFAULT_LEVEL = 3;
 /** Default zstd worker threads (see README.md). */
-export const ZSTD_DEFAULT_WORKERS = 1;
+export const ZSTD_DEFAULT_WORKERS = 0;
 const EMPTY = new Uint8Array(0);
 
 const zstdOptionsSchema = z.strictObject({

@@ -179,8 +179,9 @@ describe("s3Storage writes", () => {
     }
     const info = await t.put("big", producer());
     expect(info.size).toBe(count * chunk);
-    // Parts in flight (2) plus the one being filled, each possibly held twice while it is cut.
-    expect(peak - baseline).toBeLessThan(64 * MiB);
+    // Parts in flight (2) plus the one being filled, each possibly held twice while it is cut, plus
+    // garbage the collector has not reclaimed yet on a loaded machine: well under the 160 MiB object.
+    expect(peak - baseline).toBeLessThan(112 * MiB);
     await t.delete(["big"]);
   }, 120_000);
 
