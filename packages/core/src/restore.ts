@@ -241,10 +241,23 @@ export async function installRestoredFile(
   output: string,
   outputExists: boolean,
 ): Promise<string | null> {
+  return replaceDatabaseFile(temp, output, outputExists ? (path) => db.driver.assertNotInUse(path) : null);
+}
+
+/**
+ * The swap itself, for any caller (restore, clone): with `assertNotInUse` given, `output` exists
+ * and is checked, kept as a safety copy and its mode and owner carried over; `temp` is renamed
+ * into place and the directory fsynced; on failure the original comes back.
+ */
+export async function replaceDatabaseFile(
+  temp: string,
+  output: string,
+  assertNotInUse: ((path: string) => Promise<void>) | null,
+): Promise<string | null> {
   let safetyCopy: string | null = null;
   try {
-    if (outputExists) {
-      await db.driver.assertNotInUse(output);
+    if (assertNotInUse) {
+      await assertNotInUse(output);
       await copyOwnership(output, temp);
       safetyCopy = await keepSafetyCopy(output);
     }
