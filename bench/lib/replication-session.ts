@@ -1,0 +1,190 @@
+/**
+ * One replicator (Lifeboat or Litestream) running against one database, with its target watched:
+ * start until ready, wait until a writer sequence number is durable on the target, stop, decode
+ * the target's WAL objects, and restore with the tool's own command.
+ */
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import {
+  type Child,
+  isSegmentPath,
+  LIFEBOAT_CLI,
+  LITESTREAM,
+  type LitestreamSettings,
+  lifeboatReady,
+  litestreamReady,
+  type ReplicaObject,
+  readReplicaObject,
+  startLifeboat,
+  startLitestream,
+  type ToolName,
+  timeCommand,
+  writeLitestreamConfig,
+} from "./replication-tools.js";
+import { TreeWatcher } from "./replication-watch.js";
+
+export interface ReplicatorSpec {
+  readonly id: string;
+  readonly label: string;
+  readonly tool: ToolName;
+  readonly litestream?: LitestreamSettings;
+}
+
+export const LIFEBOAT: ReplicatorSpec = { id: "lifeboat", label: "Lifeboat (defaults)", tool: "lifeboat" };
+export const LITESTREAM_DEFAULT: ReplicatorSpec = {
+  id: "litestream",
+  label: "Litestream 0.3.13 (defaults: monitor 1s, sync 1s)",
+  tool: "litestream",
+  litestream: {},
+};
+export const LITESTREAM_SYNC100: ReplicatorSpec = {
+  id: "litestream-sync100ms",
+  label: "Litestream, sync-interval 100ms",
+  tool: "litestream",
+  litestream: { syncInterval: "100ms" },
+};
+export const LITESTREAM_FAST: ReplicatorSpec = {
+  id: "litestream-100ms",
+  label: "Litestream, monitor-interval + sync-interval 100ms",
+  tool: "litestream",
+  litestream: { monitorInterval: "100ms", syncInterval: "100ms" },
+};
+
+/** A fresh WAL database with the writer's table (and nothing in its -wal). */
+export function createSeqTable(path: string): void {
+  const db = new Database(path);
+  try {
+    db.pragma("journal_mode = WAL");
+    db.exec(
+      "CREATE TABLE IF NOT EXISTS bench_seq (seq INTEGER PRIMARY KEY, written_at INTEGER NOT NULL, marker TEXT NOT NULL)",
+    );
+    db.pragma("wal_checkpoint(TRUNCATE)");
+  } finally {
+    db.close();
+  }
+}
+
+export function seqStats(path: string): { rows: number; maxSeq: number } {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    const row = db.prepare("SELECT count(*) AS rows, coalesce(max(seq), 0) AS maxSeq FROM bench_seq").get() as {
+      rows: number;
+      maxSeq: number;
+    };
+    return row;
+  } finally {
+    db.close();
+  }
+}
+
+export class Session {
+  readonly target: string;
+  readonly watcher: TreeWatcher;
+  readonly config: string;
+  child!: Child;
+  readonly #decoded = new Map<string, ReplicaObject>();
+
+  constructor(
+    readonly spec: ReplicatorSpec,
+    readonly dir: string,
+    readonly db: string,
+  ) {
+    this.target = join(dir, "target");
+    this.config = join(dir, "litestream.yml");
+    mkdirSync(this.target, { recursive: true });
+    this.watcher = new TreeWatcher(this.target);
+  }
+
+  get tool(): ToolName {
+    return this.spec.tool;
+  }
+
+  async start(nodeArgs: string[] = []): Promise<void> {
+    this.watcher.start();
+    if (this.spec.tool === "lifeboat") {
+      this.child = startLifeboat(this.db, this.target, this.dir, nodeArgs);
+      await lifeboatReady(this.child);
+    } else {
+      writeLitestreamConfig(this.config, this.db, this.target, this.spec.litestream);
+      this.child = startLitestream(this.config, this.dir);
+      await litestreamReady(this.child);
+    }
+  }
+
+  /** WAL objects on the target now, ordered by when they appeared (then by name). */
+  segmentPaths(): string[] {
+    const paths = this.watcher.present().filter((p) => isSegmentPath(this.spec.tool, p));
+    const seen = (p: string) => this.watcher.firstSeen.get(p) ?? Number.POSITIVE_INFINITY;
+    return paths.sort((a, b) => seen(a) - seen(b) || (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  decode(path: string): ReplicaObject {
+    let o = this.#decoded.get(path);
+    if (!o) {
+      o = readReplicaObject(this.spec.tool, this.target, path, this.watcher.firstSeen.get(path));
+      this.#decoded.set(path, o);
+    }
+    return o;
+  }
+
+  /** Highest writer sequence number on the target (newest objects first; Litestream's own writes carry no marker). */
+  highestSeq(): { seq: number; at: number | undefined } {
+    const paths = this.segmentPaths();
+    for (let i = paths.length - 1; i >= 0; i--) {
+      const o = this.decode(paths[i]!);
+      if (o.maxSeq > 0) {
+        // The first object holding that seq is the one that made it durable.
+        let at = o.seenAt;
+        for (let k = i - 1; k >= 0; k--) {
+          const earlier = this.decode(paths[k]!);
+          if (earlier.maxSeq >= o.maxSeq) at = earlier.seenAt;
+          else break;
+        }
+        return { seq: o.maxSeq, at };
+      }
+    }
+    return { seq: 0, at: undefined };
+  }
+
+  /** Waits until writer transaction `seq` is durable on the target; returns when it got there. */
+  async waitCovered(seq: number, timeoutMs: number): Promise<{ at: number | undefined; covered: boolean }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const h = this.highestSeq();
+      if (h.seq >= seq) return { at: h.at, covered: true };
+      if (Date.now() > deadline) return { at: undefined, covered: false };
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  /** Every WAL object on the target, decoded. */
+  objects(): ReplicaObject[] {
+    return this.segmentPaths().map((p) => this.decode(p));
+  }
+
+  async stop(): Promise<number | null> {
+    const code = await this.child.stop();
+    this.watcher.close();
+    return code;
+  }
+
+  /** Restores with the tool's own command into `output`; returns wall time and what the restored file holds. */
+  async restore(
+    output: string,
+    extra: string[] = [],
+  ): Promise<{ ms: number; code: number | null; rows: number; maxSeq: number; out: string }> {
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(output + suffix, { force: true });
+    const r =
+      this.spec.tool === "lifeboat"
+        ? await timeCommand(
+            process.execPath,
+            [LIFEBOAT_CLI, "restore", this.db, "--to", this.target, "--output", output, "--yes", "--json", ...extra],
+            this.dir,
+          )
+        : await timeCommand(LITESTREAM, ["restore", "-config", this.config, "-o", output, ...extra, this.db], this.dir);
+    if (r.code !== 0) return { ms: r.ms, code: r.code, rows: -1, maxSeq: -1, out: r.out };
+    const s = seqStats(output);
+    return { ms: r.ms, code: r.code, rows: s.rows, maxSeq: s.maxSeq, out: r.out };
+  }
+}
