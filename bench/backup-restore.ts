@@ -2,13 +2,20 @@
  * Backup and restore of one generated database, Lifeboat's CLI side by side with the physical
  * limit (cp + fsync) and the SQLite online-backup routes, in one run.
  *
- *   node --import tsx bench/backup-restore.ts [--size-mb 1024] [--runs 3] [--skip-phases] [--warm]
+ *   node --import tsx bench/backup-restore.ts [--size-mb 1024] [--runs 3]
+ *     [--skip-phases]        only the side-by-side tables, not the breakdown and CPU profiles
+ *     [--warm]               do not drop the page cache before each run
+ *     [--min-idle 0.75] [--max-wait 60]  before each run wait (at most max-wait s) for an idle machine
+ *     [--autogroup-nice=-10] CPU weight of this benchmark's session on a busy machine (all peers alike)
+ *     [--cli PATH]           measure another build of the CLI (e.g. a frozen copy of the checkout)
+ *     [--db PATH]            back up this existing database instead of generating one
+ *     [--keep]               keep the work directory
  *
- * Every measured command is a real process, timed from spawn to exit; its peak RSS comes from GNU
- * time. Peers are interleaved within each repetition (A B C D E, A B C D E, ...), the page cache is
- * dropped before every run (unless --warm, or when not permitted: the output says which), and the
- * tables give medians and the ratio to cp + sync measured in the same run. Work files live in
- * /tmp/lifeboat-bench-* and are deleted at the end.
+ * Every measured command is a real process, timed from spawn to exit; its peak RSS and CPU time
+ * come from GNU time. Peers are interleaved within each repetition (A B C D E, A B C D E, ...),
+ * the page cache is dropped before every run (unless --warm, or when not permitted: the output
+ * says which), and the tables give medians and the ratio to cp + sync measured in the same run.
+ * Work files live in /tmp/lifeboat-bench-* and are deleted at the end.
  */
 import { spawnSync } from "node:child_process";
 import {

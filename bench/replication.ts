@@ -93,14 +93,34 @@ interface LifeboatEvents {
   maxWriteLockMs: number;
   targetErrors: string[];
   errors: string[];
-  /** Shipped events of the first generation: durable-at (event time) and last transaction. */
-  shipped: { at: number; firstTxn: number; lastTxn: number; lagMs: number }[];
+  /** Shipped events: durable-at (event time), generation and last transaction, mapped to writer seq. */
+  shipped: { at: number; generation: string; lastTxn: number; lastSeq: number; lagMs: number }[];
+  /** Spooled event time by writer seq of the segment's last transaction. */
   spooled: Map<number, number>;
+}
+
+/**
+ * Writer seq = transaction number + base, per generation. Only the writer writes, so each
+ * generation's earliest snapshot (at position P, holding R writer rows) gives base = R - P.
+ */
+function generationBases(s: Session): Map<string, number> {
+  const bases = new Map<string, number>();
+  const earliest = new Map<string, { position: number; rows: number }>();
+  for (const snap of s.snapshots()) {
+    const e = earliest.get(snap.generation);
+    if (!e || snap.position < e.position) earliest.set(snap.generation, { position: snap.position, rows: snap.maxSeq });
+  }
+  for (const [gen, e] of earliest) bases.set(gen, e.rows - e.position);
+  return bases;
+}
+
+function generationOf(path: string): string {
+  return /generations\/([^/]+)\//.exec(path)?.[1] ?? "";
 }
 
 function lifeboatEvents(s: Session): LifeboatEvents {
   const json = s.child.lines.map((l) => ({ l, j: l.json })).filter((x) => x.j);
-  const firstGen = json.find((x) => x.j?.type === "generation")?.j?.generation;
+  const bases = generationBases(s);
   const out: LifeboatEvents = {
     generations: 0,
     checkpoints: 0,
@@ -112,6 +132,7 @@ function lifeboatEvents(s: Session): LifeboatEvents {
     spooled: new Map(),
   };
   for (const { l, j } of json) {
+    const base = bases.get(String(j!.generation));
     switch (j!.type) {
       case "generation":
         out.generations++;
@@ -128,14 +149,15 @@ function lifeboatEvents(s: Session): LifeboatEvents {
         out.errors.push(l.line);
         break;
       case "spooled":
-        if (j!.generation === firstGen) out.spooled.set(Number(j!.lastTxn), eventTime(l));
+        if (base !== undefined) out.spooled.set(base + Number(j!.lastTxn), eventTime(l));
         break;
       case "shipped":
-        if (j!.generation === firstGen)
+        if (base !== undefined)
           out.shipped.push({
             at: eventTime(l),
-            firstTxn: Number(j!.firstTxn),
+            generation: String(j!.generation),
             lastTxn: Number(j!.lastTxn),
+            lastSeq: base + Number(j!.lastTxn),
             lagMs: Number(j!.lagMs),
           });
         break;
@@ -144,16 +166,19 @@ function lifeboatEvents(s: Session): LifeboatEvents {
   return out;
 }
 
-/** Per-transaction observed times from the segments' headers (Lifeboat stamps each transaction when it sees it). */
+/** Per-writer-seq observed times from the segments' headers (Lifeboat stamps each transaction when it sees it). */
 function lifeboatObserved(s: Session): Map<number, { observedAt: number; path: string }> {
+  const bases = generationBases(s);
   const map = new Map<number, { observedAt: number; path: string }>();
   for (const path of s.segmentPaths()) {
+    const base = bases.get(generationOf(path));
+    if (base === undefined) continue;
     const raw = readFileSync(join(s.target, path));
     const hlen = raw.readUInt32BE(12);
     const header = JSON.parse(raw.toString("utf8", 16, 16 + hlen)) as {
       transactions: { txn: number; observedAt: number }[];
     };
-    for (const t of header.transactions) map.set(t.txn, { observedAt: t.observedAt, path });
+    for (const t of header.transactions) map.set(base + t.txn, { observedAt: t.observedAt, path });
   }
   return map;
 }
@@ -218,7 +243,11 @@ async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promis
   if (!covered.covered) log(`  ! ${spec.id}: transaction ${w.result.lastSeq} never reached the target`);
 
   const objects = s.objects();
-  const coverage: Coverage[] = objects.map((o) => ({ at: o.seenAt ?? o.mtimeMs, maxSeq: o.maxSeq }));
+  const snapshots = s.snapshots().filter((x) => x.maxSeq > 0); // mid-run generations
+  const coverage: Coverage[] = [
+    ...objects.map((o) => ({ at: o.seenAt ?? o.mtimeMs, maxSeq: o.maxSeq })),
+    ...snapshots.map((x) => ({ at: x.at, maxSeq: x.maxSeq })),
+  ];
   const lags = lagsFromCoverage(w.times, w.result.firstSeq, coverage);
   const key = `${spec.id}@${rate}`;
   const pool = pooled.get(key) ?? { target: [], events: [] };
@@ -243,18 +272,20 @@ async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promis
   };
   if (spec.tool === "lifeboat") {
     const ev = lifeboatEvents(s);
-    const evLags = lagsFromCoverage(
-      w.times,
-      w.result.firstSeq,
-      ev.shipped.map((e) => ({ at: e.at, maxSeq: e.lastTxn })),
-    );
+    const evLags = lagsFromCoverage(w.times, w.result.firstSeq, [
+      ...ev.shipped.map((e) => ({ at: e.at, maxSeq: e.lastSeq })),
+      ...snapshots.map((x) => ({ at: x.at, maxSeq: x.maxSeq })),
+    ]);
     pool.events.push(...evLags);
     run.lagEvents = summarize(evLags);
-    const byLast = new Map(objects.filter((o) => o.lastTxn !== undefined).map((o) => [o.lastTxn!, o]));
+    const bases = generationBases(s);
+    const seqOf = (o: (typeof objects)[number]) =>
+      (bases.get(generationOf(o.path)) ?? Number.NaN) + (o.lastTxn ?? Number.NaN);
+    const byLast = new Map(objects.filter((o) => o.lastTxn !== undefined).map((o) => [seqOf(o), o]));
     const diffs: number[] = [];
     const mdiffs: number[] = [];
     for (const e of ev.shipped) {
-      const o = byLast.get(e.lastTxn);
+      const o = byLast.get(e.lastSeq);
       if (o?.seenAt !== undefined) {
         diffs.push(e.at - o.seenAt);
         mdiffs.push(o.seenAt - o.mtimeMs);
@@ -269,8 +300,8 @@ async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promis
     const spool: number[] = [];
     const upload: number[] = [];
     for (const e of ev.shipped) {
-      const spooledAt = ev.spooled.get(e.lastTxn);
-      const obs = observed.get(e.lastTxn);
+      const spooledAt = ev.spooled.get(e.lastSeq);
+      const obs = observed.get(e.lastSeq);
       if (spooledAt !== undefined && obs) {
         spool.push(spooledAt - obs.observedAt);
         upload.push(e.at - spooledAt);
@@ -282,7 +313,7 @@ async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promis
       truncates: ev.truncates,
       maxWriteLockMs: ev.maxWriteLockMs,
       errors: [...ev.errors, ...ev.targetErrors],
-      markerMismatches: objects.filter((o) => o.lastTxn !== undefined && o.maxSeq !== o.lastTxn).length,
+      markerMismatches: objects.filter((o) => o.lastTxn !== undefined && o.maxSeq !== seqOf(o)).length,
       eventMinusSeenMs: { median: median(diffs), max: Math.max(...diffs), min: Math.min(...diffs) },
       seenMinusMtimeMs: { median: median(mdiffs), max: Math.max(...mdiffs) },
       phases: {
@@ -414,6 +445,8 @@ interface RestoreResult {
       objects: number;
       proc: ProcStats;
       maxWriteLockMs?: number;
+      /** Generations (snapshots taken) during the run: more than 1 means a full re-snapshot mid-run. */
+      generations: number;
     }
   >;
   timings: Record<string, number[]>;
@@ -467,6 +500,7 @@ async function restoreScenario(): Promise<RestoreResult> {
       objects: objects.length,
       proc,
       ...(spec.tool === "lifeboat" ? { maxWriteLockMs: lifeboatEvents(s).maxWriteLockMs } : {}),
+      generations: new Set(s.snapshots().map((x) => x.generation)).size,
     };
     log(
       `  ${spec.id}: ${P.restoreTxns} tx at ${fmt(w.result.txPerSec)}/s; on target after ${fmt(result.load[spec.id]!.catchUpMs)} ms; ${objects.length} objects, ${fmt(targetBytes / 1048576, 1)} MB; RSS ${fmt(proc.hwmMB, 1)} MB`,
@@ -475,12 +509,16 @@ async function restoreScenario(): Promise<RestoreResult> {
     sources[spec.id] = { counts: tableRowCounts(db), hash: databaseContentHash(db) };
     sessions.push(s);
   }
+  // --to-txn is generation-relative: in the newest generation, writer row N is transaction N - base.
+  const bases = generationBases(sessions[0]!);
+  const newest = [...sessions[0]!.snapshots()].sort((a, b) => a.at - b.at).at(-1)!.generation;
+  const toTxn = P.restoreTxns - (bases.get(newest) ?? 0);
   const kinds: { name: string; session: Session; extra: string[] }[] = [
     { name: "lifeboat restore (latest)", session: sessions[0]!, extra: [] },
     {
-      name: `lifeboat restore --to-txn ${P.restoreTxns}`,
+      name: `lifeboat restore --to-txn ${toTxn}${toTxn !== P.restoreTxns ? ` (= writer row ${P.restoreTxns}, generation ${newest})` : ""}`,
       session: sessions[0]!,
-      extra: ["--to-txn", String(P.restoreTxns)],
+      extra: ["--to-txn", String(toTxn)],
     },
     { name: "litestream restore (latest)", session: sessions[1]!, extra: [] },
   ];
@@ -775,6 +813,7 @@ function report(
       table(
         [
           "replicator",
+          "generations",
           "writer tx/s during load",
           "on target s after writer stopped",
           "snapshot object MB",
@@ -784,6 +823,7 @@ function report(
         ],
         Object.entries(restore.load).map(([id, l]) => [
           id,
+          l.generations,
           fmt(l.txPerSec),
           fmt((l.catchUpMs ?? Number.NaN) / 1000, 1),
           fmt(l.snapshotMB, 1),

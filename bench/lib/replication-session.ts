@@ -3,9 +3,10 @@
  * start until ready, wait until a writer sequence number is durable on the target, stop, decode
  * the target's WAL objects, and restore with the tool's own command.
  */
-import { mkdirSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { decodeLz4Frames } from "./replication-lz4.js";
 import {
   type Child,
   isSegmentPath,
@@ -78,12 +79,23 @@ export function seqStats(path: string): { rows: number; maxSeq: number } {
   }
 }
 
+export interface SnapshotInfo {
+  readonly path: string;
+  readonly generation: string;
+  /** Lifeboat: the generation-relative transaction the snapshot is at. */
+  readonly position: number;
+  readonly maxSeq: number;
+  /** When it became durable (Lifeboat: its manifest appeared). */
+  readonly at: number;
+}
+
 export class Session {
   readonly target: string;
   readonly watcher: TreeWatcher;
   readonly config: string;
   child!: Child;
   readonly #decoded = new Map<string, ReplicaObject>();
+  readonly #snapshots = new Map<string, SnapshotInfo>();
 
   constructor(
     readonly spec: ReplicatorSpec,
@@ -128,23 +140,78 @@ export class Session {
     return o;
   }
 
-  /** Highest writer sequence number on the target (newest objects first; Litestream's own writes carry no marker). */
+  /**
+   * Snapshots on the target with the writer rows they hold. A replicator that starts a new
+   * generation mid-run (Lifeboat after an emergency checkpoint, Litestream after losing WAL
+   * continuity) makes the writer's transactions durable through that snapshot, not through WAL
+   * objects. Lifeboat: the manifest (its commit point) lists `bench_seq`'s row count; Litestream:
+   * the `.snapshot.lz4` is decoded and queried. Rows are 1..N, so the row count is the highest seq.
+   */
+  snapshots(): SnapshotInfo[] {
+    const out: SnapshotInfo[] = [];
+    for (const path of this.watcher.present()) {
+      const isLifeboat = this.spec.tool === "lifeboat" && /\/snapshots\/[0-9a-f]{16}\.json$/.test(path);
+      const isLitestream = this.spec.tool === "litestream" && /\/snapshots\/[0-9a-f]+\.snapshot\.lz4$/.test(path);
+      if (!isLifeboat && !isLitestream) continue;
+      let info = this.#snapshots.get(path);
+      if (!info) {
+        const full = join(this.target, path);
+        const generation = /generations\/([^/]+)\//.exec(path)?.[1] ?? "";
+        let rows = 0;
+        let position = 0;
+        if (isLifeboat) {
+          const m = JSON.parse(readFileSync(full, "utf8")) as {
+            position: number;
+            source: { tables: { name: string; rows: number }[] };
+          };
+          rows = m.source.tables.find((t) => t.name === "bench_seq")?.rows ?? 0;
+          position = m.position;
+        } else {
+          const temp = join(this.dir, `snapshot-probe-${this.#snapshots.size}.db`);
+          writeFileSync(temp, decodeLz4Frames(readFileSync(full)));
+          rows = seqStats(temp).maxSeq;
+          rmSync(temp, { force: true });
+        }
+        info = {
+          path,
+          generation,
+          position,
+          maxSeq: rows,
+          at: this.watcher.firstSeen.get(path) ?? statSync(full).mtimeMs,
+        };
+        this.#snapshots.set(path, info);
+      }
+      out.push(info);
+    }
+    return out.sort((a, b) => a.at - b.at);
+  }
+
+  /** Highest writer sequence number on the target, and when it got there. Newest WAL objects first (Litestream's own writes carry no marker), then snapshots. */
   highestSeq(): { seq: number; at: number | undefined } {
     const paths = this.segmentPaths();
+    let seq = 0;
+    let at: number | undefined;
     for (let i = paths.length - 1; i >= 0; i--) {
       const o = this.decode(paths[i]!);
       if (o.maxSeq > 0) {
         // The first object holding that seq is the one that made it durable.
-        let at = o.seenAt;
+        seq = o.maxSeq;
+        at = o.seenAt;
         for (let k = i - 1; k >= 0; k--) {
           const earlier = this.decode(paths[k]!);
           if (earlier.maxSeq >= o.maxSeq) at = earlier.seenAt;
           else break;
         }
-        return { seq: o.maxSeq, at };
+        break;
       }
     }
-    return { seq: 0, at: undefined };
+    for (const snap of this.snapshots()) {
+      if (snap.maxSeq > seq) {
+        seq = snap.maxSeq;
+        at = snap.at;
+      } else if (snap.maxSeq === seq && seq > 0 && (at === undefined || snap.at < at)) at = snap.at;
+    }
+    return { seq, at };
   }
 
   /** Waits until writer transaction `seq` is durable on the target; returns when it got there. */

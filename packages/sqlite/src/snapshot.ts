@@ -44,7 +44,9 @@ const OPERATION = "snapshot";
 /** Bytes per read of the database file (and per yielded chunk). */
 export const SNAPSHOT_CHUNK_SIZE = 4 * 1024 * 1024;
 const BUSY_TIMEOUT_MS = 10_000;
-const MAX_PIN_ATTEMPTS = 100;
+const MAX_PIN_ATTEMPTS = 1000;
+/** How long a snapshot waits for the write lock before pinning without it. */
+const WRITE_LOCK_WAIT_MS = 2000;
 
 /** A `Snapshot` with what the SQLite driver knows beyond the contract. */
 export interface SqliteSnapshot extends Snapshot {
@@ -183,7 +185,9 @@ function pinWalSnapshot(path: string, reader: Database.Database, busyTimeoutMs: 
   // without write access, take no lock and retry instead.
   if (mayWrite(path) && mayWrite(`${path}-wal`) && mayWrite(shmPath)) {
     try {
-      writer = new Database(path, { fileMustExist: true, timeout: busyTimeoutMs });
+      // A busy database may keep the write lock from us (SQLite has no fair queue): wait a little,
+      // then pin without it (below) instead of failing.
+      writer = new Database(path, { fileMustExist: true, timeout: Math.min(busyTimeoutMs, WRITE_LOCK_WAIT_MS) });
     } catch {
       writer = undefined;
     }
@@ -197,24 +201,11 @@ function pinWalSnapshot(path: string, reader: Database.Database, busyTimeoutMs: 
         try {
           writer.exec("BEGIN IMMEDIATE");
           lockedAt = performance.now();
-        } catch (error) {
-          if (!sqliteCode(error)?.startsWith("SQLITE_BUSY")) {
-            // Not allowed to lock (read-only -wal, ...): go on without the write lock.
-            closeQuietly(writer);
-            writer = undefined;
-          } else {
-            throw new LifeboatError(
-              ErrorCodes.DATABASE_LOCKED,
-              `Cannot take a consistent snapshot of ${path}: a writer held the write lock for more than ${busyTimeoutMs} ms.`,
-              {
-                plugin: PLUGIN,
-                operation: OPERATION,
-                cause: error,
-                details: { path },
-                hint: "A long-running write transaction is in progress; try again when it has finished.",
-              },
-            );
-          }
+        } catch {
+          // Not allowed to lock (read-only -wal, ...), or writers keep it busy: go on without the
+          // write lock; the index header read before and after the pin proves which commit we have.
+          closeQuietly(writer);
+          writer = undefined;
         }
       }
       let before: WalIndexHeader | null;
