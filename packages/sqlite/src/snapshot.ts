@@ -31,7 +31,6 @@ import {
   fileError,
   openReadOnly,
   PLUGIN,
-  sqliteCode,
   sqliteError,
   throwIfAborted,
 } from "./database-file.js";
