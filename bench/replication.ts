@@ -88,7 +88,7 @@ function runDir(name: string): string {
 interface LifeboatEvents {
   generations: number;
   checkpoints: number;
-  /** Emergency (TRUNCATE) checkpoints: these block writers while they wait for readers. */
+  /** Emergency checkpoints: these hold the write lock while they ship the last transactions and checkpoint. */
   truncates: number;
   maxWriteLockMs: number;
   targetErrors: string[];
@@ -139,7 +139,7 @@ function lifeboatEvents(s: Session): LifeboatEvents {
         break;
       case "checkpoint":
         out.checkpoints++;
-        if (j!.mode === "TRUNCATE") out.truncates++;
+        if (j!.mode === "EMERGENCY") out.truncates++;
         out.maxWriteLockMs = Math.max(out.maxWriteLockMs, Number(j!.writeLockMs));
         break;
       case "target-error":
@@ -714,7 +714,7 @@ function report(
             `${fmt(r.lifeboat!.phases.detectP50)} / ${fmt(r.lifeboat!.phases.detectP99)}`,
             `${fmt(r.lifeboat!.phases.spoolP50)} / ${fmt(r.lifeboat!.phases.spoolP99)}`,
             `${fmt(r.lifeboat!.phases.uploadP50)} / ${fmt(r.lifeboat!.phases.uploadP99)}`,
-            `${r.lifeboat!.checkpoints}, ${r.lifeboat!.truncates} TRUNCATE (${fmt(r.lifeboat!.maxWriteLockMs, 1)})`,
+            `${r.lifeboat!.checkpoints}, ${r.lifeboat!.truncates} emergency (${fmt(r.lifeboat!.maxWriteLockMs, 1)})`,
             r.lifeboat!.generations,
           ]),
         ),
@@ -758,7 +758,7 @@ function report(
             : runs.map((r) => (r.catchUpMs === undefined ? "never" : fmt(r.catchUpMs / 1000, 1))).join(" / "),
           id === "none" ? "-" : `${fmt(Math.max(...runs.map((r) => r.proc?.hwmMB ?? 0)), 1)} MB`,
           id === "none" ? "-" : fmt(median(runs.map((r) => r.proc?.cpuPercent ?? 0))),
-          id === "lifeboat" ? runs.map((r) => `${r.generations} (${r.truncates} TRUNCATE)`).join(" / ") : "-",
+          id === "lifeboat" ? runs.map((r) => `${r.generations} (${r.truncates} emergency)`).join(" / ") : "-",
           id === "none" ? "-" : runs.every((r) => r.restore?.ok) ? "yes" : "**NO**",
         ]);
       }
@@ -787,7 +787,7 @@ function report(
     const lbRuns = tput.filter((r) => r.spec === "lifeboat");
     const lagLock = lag.filter((r) => r.lifeboat).map((r) => r.lifeboat!.maxWriteLockMs);
     parts.push(
-      `Lifeboat's longest write-lock stall (max \`writeLockMs\` of its checkpoint events): ${fmt(Math.max(...lbRuns.map((r) => r.maxWriteLockMs ?? 0)), 1)} ms in the max-throughput runs (${lbRuns.map((r) => `${r.checkpoints} checkpoints, ${r.truncates} TRUNCATE`).join("; ")})${lagLock.length ? `, ${fmt(Math.max(...lagLock), 1)} ms in the lag runs` : ""}${restore?.load.lifeboat?.maxWriteLockMs !== undefined ? `, ${fmt(restore.load.lifeboat.maxWriteLockMs, 1)} ms while writing ${fmt(P.restoreTxns)} transactions into the ${P.fixtureMB} MB database` : ""}.`,
+      `Lifeboat's longest write-lock stall (max \`writeLockMs\` of its checkpoint events): ${fmt(Math.max(...lbRuns.map((r) => r.maxWriteLockMs ?? 0)), 1)} ms in the max-throughput runs (${lbRuns.map((r) => `${r.checkpoints} checkpoints, ${r.truncates} emergency`).join("; ")})${lagLock.length ? `, ${fmt(Math.max(...lagLock), 1)} ms in the lag runs` : ""}${restore?.load.lifeboat?.maxWriteLockMs !== undefined ? `, ${fmt(restore.load.lifeboat.maxWriteLockMs, 1)} ms while writing ${fmt(P.restoreTxns)} transactions into the ${P.fixtureMB} MB database` : ""}.`,
     );
     parts.push("");
   }

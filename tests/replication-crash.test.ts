@@ -407,6 +407,17 @@ if (hang) setInterval(() => {}, 1000); else { db.exec("COMMIT"); db.close(); }
     expectCommittedState(expect, inGap!, hashes, "restore to a moment in the gap");
     expect(inGap!.result!.generation).toBe(gen1);
     expect(inGap!.hash).toBe(old!.hash);
+    // Transaction numbers restart with each generation: `--to-txn N` alone takes the newest
+    // generation that has transaction N, not blindly the newest generation.
+    const byTxn = await restoreWithCli(db, target, out("by-txn"), { toTxn: lastShipped1 });
+    expect(byTxn.ok, byTxn.run.stderr).toBe(true);
+    const gen2Last = latest!.result!.txn;
+    expect(byTxn.result!.generation).toBe(lastShipped1 <= gen2Last ? gen2 : gen1);
+    expectCommittedState(expect, byTxn, hashes, `restore --to-txn ${lastShipped1}`);
+    if (lastShipped1 > gen2Last) expect(byTxn.hash).toBe(old!.hash);
+    const beyond = await restoreWithCli(db, target, out("beyond"), { toTxn: Math.max(lastShipped1, gen2Last) + 1 });
+    expect(beyond.ok, "a transaction no generation has").toBe(false);
+    expect(beyond.run.stdout + beyond.run.stderr).toMatch(/not restorable/);
   }, 120_000);
 
   it("an application's own checkpoint (what SQLite's autocheckpoint does) does not break the generation", async ({

@@ -164,6 +164,15 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
           },
         );
       }
+    } else if (options.toTxn !== undefined) {
+      // Transaction numbers restart with each generation: without --generation, the newest one
+      // that can restore exactly this transaction.
+      const n = options.toTxn;
+      generation =
+        [...generations]
+          .reverse()
+          .find((g) => n <= g.continuousTo && g.snapshots.some((s) => s.integrity.ok && s.position <= n)) ??
+        generations.at(-1)!;
     } else {
       generation = generations.at(-1)!;
     }

@@ -1,6 +1,8 @@
-import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createLifeboat, type DatabaseContext, Repository } from "@lifeboat/core";
 import { sqliteSourcePlugin } from "@lifeboat/sqlite";
 import { localStoragePlugin } from "@lifeboat/storage-local";
@@ -15,7 +17,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(options: { checkpointPages?: number } = {}) {
+async function setup(options: { checkpointPages?: number; emergencyCheckpointPages?: number } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "lifeboat-wal-"));
   const path = join(dir, "app.db");
   const app = new Database(path);
@@ -30,6 +32,7 @@ async function setup(options: { checkpointPages?: number } = {}) {
   const replicator = new Replicator(db, {
     syncIntervalMs: 50,
     checkpointPages: options.checkpointPages ?? 1000,
+    ...(options.emergencyCheckpointPages ? { emergencyCheckpointPages: options.emergencyCheckpointPages } : {}),
     onEvent: (e) => events.push(e),
   });
   cleanups.push(() => {
@@ -124,4 +127,67 @@ describe("replicator generations", () => {
     expect(events.filter((e) => e.type === "generation")).toHaveLength(1);
     expect(replicator.txn).toBe(5);
   });
+});
+
+/** Another process commits about `rate` times a second, without pause, for `ms`; resolves with the number of commits. */
+function writeWithoutPause(path: string, rate: number, ms: number): Promise<number> {
+  const script = `
+    const Database = require("better-sqlite3");
+    const db = new Database(${JSON.stringify(path)});
+    db.pragma("busy_timeout = 10000");
+    db.pragma("synchronous = NORMAL");
+    const insert = db.prepare("INSERT INTO t (v, b) VALUES (?, randomblob(500))");
+    const start = Date.now();
+    const end = start + ${ms};
+    const tick = new Int32Array(new SharedArrayBuffer(4));
+    let n = 0;
+    while (Date.now() < end) {
+      insert.run("w" + n);
+      n++;
+      while (n > ((Date.now() - start) * ${rate}) / 1000) Atomics.wait(tick, 0, 0, 1);
+    }
+    db.close();
+    console.log(n);`;
+  const child = spawn(process.execPath, ["-e", script], {
+    cwd: dirname(dirname(fileURLToPath(import.meta.url))),
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => {
+    out += d;
+  });
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("exit", (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`writer exited ${code}`))));
+  });
+}
+
+describe("emergency checkpoints", () => {
+  it("bound the WAL under a writer that never pauses, without breaking the generation", async () => {
+    const { dir, path, app, db, replicator, events } = await setup({
+      checkpointPages: 50,
+      emergencyCheckpointPages: 300,
+    });
+    await replicator.start();
+    const commits = await writeWithoutPause(path, 1500, 3000);
+    await replicator.stop();
+    expect(commits).toBeGreaterThan(300);
+    const truncates = events.filter((e) => e.type === "checkpoint" && e.mode === "EMERGENCY");
+    expect(truncates.length, "the backstop ran").toBeGreaterThan(0);
+    expect(
+      truncates.some((e) => e.type === "checkpoint" && e.complete),
+      "at least one completed",
+    ).toBe(true);
+    expect(
+      events.filter((e) => e.type === "generation"),
+      "no frame was checkpointed unshipped",
+    ).toHaveLength(1);
+    expect(replicator.txn, "every commit was shipped").toBe(commits);
+    expect(replicator.maxWriteLockMs).toBeGreaterThan(0);
+    const output = join(dir, "latest.db");
+    await restoreToPoint(db, { output });
+    expect(databaseContentHash(output)).toBe(databaseContentHash(app));
+    // Without the backstop the WAL would hold every commit (a frame of 4 KiB or more each).
+    expect(statSync(`${path}-wal`).size).toBeLessThan((commits * 4096) / 3);
+  }, 60_000);
 });

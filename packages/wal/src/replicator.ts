@@ -9,7 +9,7 @@
  * - It checkpoints (PASSIVE) when the WAL passes a page threshold, holding the write lock for the
  *   few milliseconds it takes so nothing commits unseen; a complete checkpoint lets the next
  *   writer restart the WAL, which the replicator recognises as continuing the same history.
- *   TRUNCATE is an emergency backstop when readers keep PASSIVE from completing.
+ *   An emergency checkpoint under a short write lock is the backstop when the app never pauses.
  * - Anything it cannot prove continuous (a reset it did not cause, a replaced database file, a
  *   restart after the WAL went away) starts a new generation with a fresh snapshot.
  * - Segments become durable in a local queue first; each target ships from the queue on its own,
@@ -33,6 +33,7 @@ import {
   storeSnapshot,
 } from "@lifeboat/core";
 import {
+  readWalIndexHeader,
   readWalPages,
   type SqliteSnapshot,
   scanWal,
@@ -53,7 +54,7 @@ export interface ReplicatorOptions {
   readonly syncIntervalMs?: number;
   /** PASSIVE checkpoint when the WAL has more frames than this. Default 1000. */
   readonly checkpointPages?: number;
-  /** TRUNCATE checkpoint (blocks writers while it waits for readers) above this. Default 20000. */
+  /** Emergency checkpoint (under the write lock, briefly) when PASSIVE left more frames than this. Default 20000. */
   readonly emergencyCheckpointPages?: number;
   /** Take a new snapshot of the generation this often (ms). Default: never (only at generation start). */
   readonly snapshotIntervalMs?: number;
@@ -100,7 +101,7 @@ export type ReplicatorEvent =
   | {
       readonly type: "checkpoint";
       readonly database: string;
-      readonly mode: "PASSIVE" | "TRUNCATE";
+      readonly mode: "PASSIVE" | "EMERGENCY";
       readonly frames: number;
       readonly complete: boolean;
       readonly writeLockMs: number;
@@ -140,6 +141,9 @@ interface PersistedState {
   readonly position: WalPosition;
   readonly targets: Record<string, { generation: string | null; shipped: number }>;
 }
+
+/** Past this many unshipped frames, an emergency checkpoint catches up once more before it takes the write lock. */
+const EMERGENCY_LOCKED_SHIP_FRAMES = 2000;
 
 const posKey = (p: WalPosition) => `${p.salt1}:${p.salt2}:${p.frame}`;
 
@@ -815,35 +819,66 @@ export class Replicator {
     return conn;
   }
 
-  /** TRUNCATE: waits for readers (blocking writers meanwhile) so the WAL cannot grow without bound. */
+  /**
+   * The backstop when PASSIVE never completes because the app commits without pause (our pin then
+   * always trails the WAL's end): the WAL would grow without bound. Catch up without any lock; then
+   * hold the write lock (no commit can happen) while shipping the few transactions that arrived
+   * meanwhile, checkpoint everything, pin again and release. The next commit restarts the WAL from
+   * its start, which #restartExpected recognises as the same history. Nothing unshipped is ever
+   * checkpointed, so the generation goes on; the stall writers see is the locked part (measured).
+   * (SQLite's TRUNCATE mode cannot be used: it needs the write lock itself, and between our
+   * release and its acquiring, a commit could slip in and be checkpointed unshipped.)
+   */
   async #emergencyCheckpoint(): Promise<void> {
     await this.#shipNewTransactions();
-    this.#unpinAll();
+    if (this.#unshippedFrames() > EMERGENCY_LOCKED_SHIP_FRAMES) await this.#shipNewTransactions();
+    const lock = this.#checkpointConnection();
+    lock.pragma("busy_timeout = 2000");
     const started = performance.now();
     let row: { busy: number; log: number; checkpointed: number } | undefined;
-    const conn = this.#checkpointConnection();
     try {
-      row = (conn.pragma("wal_checkpoint(TRUNCATE)") as (typeof row)[])[0];
+      lock.exec("BEGIN IMMEDIATE");
     } catch {
-      row = undefined;
+      lock.close();
+      return; // the app holds the write lock for long: try again at the next pass
+    }
+    try {
+      await this.#shipNewTransactions();
+      this.#unpinAll();
+      const conn = this.#checkpointConnection();
+      try {
+        row = (conn.pragma("wal_checkpoint(PASSIVE)") as (typeof row)[])[0];
+      } catch {
+        row = undefined;
+      } finally {
+        conn.close();
+      }
+      if (row && row.log === row.checkpointed && row.log === this.#position?.frame)
+        this.#restartExpected = this.#position;
+      this.#pin();
     } finally {
-      conn.close();
+      lock.exec("COMMIT");
+      lock.close();
     }
     const held = performance.now() - started;
     this.maxWriteLockMs = Math.max(this.maxWriteLockMs, held);
     this.#emit({
       type: "checkpoint",
       database: this.db.name,
-      mode: "TRUNCATE",
+      mode: "EMERGENCY",
       frames: row?.log ?? -1,
-      complete: row?.busy === 0,
+      complete: Boolean(row && row.log === row.checkpointed),
       writeLockMs: held,
     });
-    this.#pin();
-    if (row && row.busy === 0) {
-      if (row.log === this.#position!.frame) this.#restartExpected = this.#position;
-      else await this.#startGeneration("an emergency checkpoint copied frames that had not been shipped");
-    }
+  }
+
+  /** Committed frames past our position, from the WAL index (-shm) header. */
+  #unshippedFrames(): number {
+    const index = readWalIndexHeader(`${this.db.path}-shm`);
+    const position = this.#position;
+    if (!index || !position) return 0;
+    const sameWal = index.salt1 === position.salt1 && index.salt2 === position.salt2;
+    return sameWal ? Math.max(0, index.mxFrame - position.frame) : index.mxFrame;
   }
 
   /** Drops the oldest queued segments past the size bound; targets that still needed them re-snapshot. */
