@@ -45,6 +45,24 @@ describe("lifeboat backup / list / restore (no config)", () => {
     expect(list.stdout).toContain("before-upgrade");
   });
 
+  it("refuses to back up a database that fails its integrity check and stores nothing", () => {
+    const dir = tempDir();
+    const db = join(dir, "broken.db");
+    const conn = new Database(db);
+    conn.exec("CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(100));");
+    for (let i = 0; i < 6; i++) conn.exec("INSERT INTO t SELECT randomblob(100) FROM t");
+    conn.close();
+    const bytes = readFileSync(db);
+    bytes.fill(0x41, 4096 * 2 + 8, 4096 * 2 + 64); // cell pointers of a b-tree page
+    writeFileSync(db, bytes);
+    const backups = join(dir, "backups");
+    const result = cli(["backup", db, "--to", backups]);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/broken\.db fails quick_check/);
+    expect(existsSync(backups) ? findFiles(backups, ".snap") : []).toEqual([]);
+    expect(existsSync(backups) ? findFiles(backups, ".json").filter((f) => f.includes("/snapshots/")) : []).toEqual([]);
+  });
+
   it("restores over a damaged database, keeping the damaged one as a safety copy", () => {
     const dir = tempDir();
     const db = join(dir, "shop.db");

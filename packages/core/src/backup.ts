@@ -44,6 +44,7 @@ export async function backup(db: DatabaseContext, options: BackupOptions = {}): 
   await Promise.all(repositories.map((repo) => repo.open({ ...(options.signal ? { signal: options.signal } : {}) })));
   const snapshot = await db.driver.snapshot(db.path, {
     integrity: db.integrity,
+    deferChecks: true,
     ...(options.signal ? { signal: options.signal } : {}),
   });
   const generation = newGenerationId();

@@ -163,12 +163,14 @@ export async function restore(db: DatabaseContext, options: RestoreOptions = {})
   const temp = tempPathFor(output, "restore");
   let integrity: IntegrityResult;
   try {
-    await download(db, repo, manifest, temp, options);
-    integrity = await checkRestoredFile(
-      db,
-      temp,
-      options.integrity ?? db.integrity,
-      `Backup ${manifest.id} (${manifest.object.key} on ${repo.where})`,
+    const { durable } = await download(db, repo, manifest, temp, options, "overlap");
+    integrity = await whileSyncing(durable, () =>
+      checkRestoredFile(
+        db,
+        temp,
+        options.integrity ?? db.integrity,
+        `Backup ${manifest.id} (${manifest.object.key} on ${repo.where})`,
+      ),
     );
   } catch (error) {
     await removeQuietly(temp);
@@ -271,24 +273,39 @@ export async function replaceDatabaseFile(
   return safetyCopy;
 }
 
-/** Streams an object into `file` (created exclusively, mode 0600), verifying size and sha256 on the way. */
+/**
+ * When a downloaded file becomes durable: `"sync"` fsyncs before `download` returns; `"overlap"`
+ * starts the fsync and returns at once (await `durable` before relying on the file, e.g. while
+ * its integrity check runs); `"none"` does not fsync (the caller writes more and fsyncs the file).
+ */
+export type DownloadSync = "sync" | "overlap" | "none";
+
+/**
+ * Streams an object into `file` (created exclusively, mode 0600), verifying size and sha256 on
+ * the way. `durable` settles when the file is on disk (see `DownloadSync`); it never rejects
+ * unawaited: await it.
+ */
 export async function download(
   db: DatabaseContext,
   repo: Repository,
   manifest: SnapshotManifest,
   file: string,
   options: OperationOptions,
-): Promise<void> {
+  sync: DownloadSync = "sync",
+): Promise<{ readonly durable: Promise<void> }> {
   const codecs: Codec[] = [];
   for (const spec of manifest.object.codecs) codecs.push(await db.codecForSpec(spec));
+  // Without codecs the object is the content: one hash pass, not two.
+  const plain = codecs.length === 0;
   const stored = newTally();
-  const content = newTally();
+  const content = plain ? stored : newTally();
   let handle: Awaited<ReturnType<typeof open>>;
   try {
     handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
   } catch (error) {
     throw fsError(error, "create", file);
   }
+  let durable: Promise<void>;
   try {
     const object = await repo.target.get(manifest.object.key, { signal: options.signal }).catch((error: unknown) => {
       throw isLifeboatError(error, ErrorCodes.NOT_FOUND)
@@ -301,7 +318,9 @@ export async function download(
           )
         : error;
     });
-    const decoded: ByteStream = tally(decodeChain(codecs, tally(object.body, stored)), content);
+    const decoded: ByteStream = plain
+      ? tally(object.body, stored)
+      : tally(decodeChain(codecs, tally(object.body, stored)), content);
     for await (const chunk of coalesce(decoded, 4 * 1024 * 1024)) {
       try {
         await handle.write(chunk);
@@ -310,22 +329,31 @@ export async function download(
       }
       options.onProgress?.({ phase: "download", bytes: content.bytes, total: manifest.content.size });
     }
-    await handle.sync();
+    const h = handle;
+    const syncing =
+      sync === "none"
+        ? Promise.resolve()
+        : h.sync().catch((error: unknown) => {
+            throw fsError(error, "fsync", file);
+          });
+    durable = syncing.finally(() => h.close());
+    durable.catch(() => {}); // rejections reach whoever awaits it, never the process
+    if (sync !== "overlap") await durable;
   } catch (error) {
     await handle.close().catch(() => {});
     throw error;
   }
-  await handle.close();
   const problems: string[] = [];
   if (stored.bytes !== manifest.object.size)
     problems.push(`size ${stored.bytes}, manifest says ${manifest.object.size}`);
   const storedSha = stored.hash.digest("hex");
   if (storedSha !== manifest.object.sha256)
     problems.push(`sha256 ${storedSha}, manifest says ${manifest.object.sha256}`);
-  const contentSha = content.hash.digest("hex");
+  const contentSha = plain ? storedSha : content.hash.digest("hex");
   if (problems.length === 0 && contentSha !== manifest.content.sha256)
     problems.push(`decoded sha256 ${contentSha}, manifest says ${manifest.content.sha256}`);
   if (problems.length > 0) {
+    await durable.catch(() => {});
     throw new LifeboatError(
       ErrorCodes.CORRUPT_BACKUP,
       `Backup ${manifest.id} is corrupt: ${manifest.object.key} on ${repo.where} has ${problems.join(", ")}.`,
@@ -334,6 +362,23 @@ export async function download(
       },
     );
   }
+  return { durable };
+}
+
+/**
+ * Runs `check` while `durable` (an fsync in flight) completes; both must succeed. The check reads
+ * the file through the page cache, so it need not wait for the disk.
+ */
+export async function whileSyncing<T>(durable: Promise<void>, check: () => Promise<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await check();
+  } catch (error) {
+    await durable.catch(() => {}); // the check's failure is the one to report
+    throw error;
+  }
+  await durable;
+  return result;
 }
 
 /** Joins small chunks into writes of about `size` bytes (fewer syscalls). */

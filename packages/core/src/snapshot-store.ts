@@ -9,7 +9,7 @@ import type { DatabaseContext, OperationOptions } from "./context.js";
 import { ErrorCodes, LifeboatError } from "./errors.js";
 import { keys, MANIFEST_FORMAT_VERSION, type SnapshotManifest, snapshotId } from "./layout.js";
 import { type Repository, TOOL_VERSION } from "./repository.js";
-import type { Snapshot } from "./source.js";
+import type { IntegrityResult, Snapshot } from "./source.js";
 
 export interface SnapshotPlacement {
   readonly generation: string;
@@ -27,7 +27,8 @@ export interface StoreOutcome {
 /**
  * Stores `snapshot` (already taken; released here) at `placement` on every repository. Throws if
  * the database fails its integrity check or the snapshot cannot be read (nothing is left behind
- * then); a failing target is reported in its outcome and holds no object and no manifest.
+ * then); a failing target is reported in its outcome and holds no object and no manifest. A
+ * snapshot with deferred checks is checked after its body is stored and before any manifest.
  */
 export async function storeSnapshot(
   db: DatabaseContext,
@@ -36,30 +37,23 @@ export async function storeSnapshot(
   placement: SnapshotPlacement,
   options: OperationOptions = {},
 ): Promise<{ readonly outcomes: readonly StoreOutcome[]; readonly contentBytes: number }> {
-  const { description, integrity } = snapshot;
-  if (!integrity.ok) {
-    snapshot.release();
-    throw new LifeboatError(
-      ErrorCodes.INTEGRITY_FAILED,
-      `${db.path} fails ${integrity.check}: ${integrity.messages.slice(0, 3).join("; ")}`,
-      {
-        hint: "The database is damaged, so it was not stored over good backups. Restore a backup (lifeboat restore --dry-run shows what it holds) or repair it with the sqlite3 .recover command.",
-        details: { messages: integrity.messages },
-      },
-    );
-  }
+  if (!snapshot.completeChecks) assertIntact(db, snapshot.integrity, snapshot);
   const { generation, position } = placement;
   const key = keys.snapshotObject(db.name, generation, position, db.codecs.map((c) => c.extension).join(""));
+  const expectedBytes = snapshot.description.sizeBytes;
   const content = newTally();
   const fanout = new Fanout(repositories.length);
+  // Without codecs the stored object is the content itself: hash it once, not once per target.
+  const plain = db.codecs.length === 0;
   const uploads = repositories.map(async (repo, i) => {
     const stored = newTally();
     try {
-      await repo.target.put(key, tally(encodeChain(db.codecs, fanout.outputs[i]!), stored), {
+      const output = fanout.outputs[i]!;
+      await repo.target.put(key, plain ? output : tally(encodeChain(db.codecs, output), stored), {
         ...(options.signal ? { signal: options.signal } : {}),
-        ...(db.codecs.length === 0 ? { contentLength: description.sizeBytes } : {}),
+        ...(plain ? { contentLength: expectedBytes } : {}),
       });
-      return { repo, stored };
+      return { repo, stored: plain ? content : stored };
     } catch (error) {
       fanout.drop(i);
       return { repo, error: asStorageError(error, repo, "store the snapshot") };
@@ -70,20 +64,32 @@ export async function storeSnapshot(
     await fanout.pump(snapshot.body, (chunk) => {
       content.hash.update(chunk);
       content.bytes += chunk.byteLength;
-      options.onProgress?.({ phase: "upload", bytes: content.bytes, total: description.sizeBytes });
+      options.onProgress?.({ phase: "upload", bytes: content.bytes, total: expectedBytes });
     });
   } catch (error) {
     sourceError = error;
   } finally {
-    snapshot.release();
+    if (sourceError !== undefined || !snapshot.completeChecks) snapshot.release();
   }
   const uploaded = await Promise.all(uploads);
   // When every target failed, the stream was abandoned early: their outcomes say why.
-  if (sourceError === undefined && fanout.anyAlive && content.bytes !== description.sizeBytes) {
+  if (sourceError === undefined && fanout.anyAlive && content.bytes !== expectedBytes) {
     sourceError = new LifeboatError(
       ErrorCodes.INTERNAL,
-      `The snapshot of ${db.path} had ${content.bytes} bytes, expected ${description.sizeBytes}.`,
+      `The snapshot of ${db.path} had ${content.bytes} bytes, expected ${expectedBytes}.`,
     );
+  }
+  let { description, integrity } = snapshot;
+  if (snapshot.completeChecks) {
+    if (sourceError === undefined) {
+      // Deferred checks: the same read transaction, now with every page in the cache.
+      try {
+        ({ description, integrity } = await snapshot.completeChecks());
+        assertIntact(db, integrity);
+      } catch (error) {
+        sourceError = error;
+      }
+    } else snapshot.release();
   }
   if (sourceError !== undefined) {
     await Promise.all(uploaded.map((u) => (u.stored ? u.repo.target.delete([key]).catch(() => {}) : undefined)));
@@ -123,7 +129,7 @@ export async function storeSnapshot(
         object: {
           key,
           size: u.stored.bytes,
-          sha256: u.stored.hash.digest("hex"),
+          sha256: plain ? contentSha : u.stored.hash.digest("hex"),
           codecs: db.codecs.map((c) => c.spec),
         },
       };
@@ -137,6 +143,20 @@ export async function storeSnapshot(
     }),
   );
   return { outcomes, contentBytes: content.bytes };
+}
+
+/** Throws (releasing `snapshot` if given) when the database failed its integrity check. */
+function assertIntact(db: DatabaseContext, integrity: IntegrityResult, snapshot?: Snapshot): void {
+  if (integrity.ok) return;
+  snapshot?.release();
+  throw new LifeboatError(
+    ErrorCodes.INTEGRITY_FAILED,
+    `${db.path} fails ${integrity.check}: ${integrity.messages.slice(0, 3).join("; ")}`,
+    {
+      hint: "The database is damaged, so it was not stored over good backups. Restore a backup (lifeboat restore --dry-run shows what it holds) or repair it with the sqlite3 .recover command.",
+      details: { messages: integrity.messages },
+    },
+  );
 }
 
 export function asStorageError(error: unknown, repo: Repository, what: string): LifeboatError {

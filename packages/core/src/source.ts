@@ -41,6 +41,19 @@ export interface DatabaseDescription {
 export interface SnapshotOptions extends CallOptions {
   /** Integrity check run inside the snapshot's read transaction. Default `"quick"`. */
   readonly integrity?: IntegrityMode;
+  /**
+   * Run the integrity check and the row counts after the body has been read, on the same read
+   * transaction, instead of before it: reading the body sequentially brings every page into the
+   * cache, so the checks then cost CPU only instead of a cold walk of every B-tree. A driver that
+   * honours this returns a snapshot with `completeChecks`; one that does not simply checks first.
+   */
+  readonly deferChecks?: boolean;
+}
+
+/** The checks of a snapshot taken with `deferChecks`, run on the same read transaction as its body. */
+export interface SnapshotChecks {
+  readonly description: DatabaseDescription;
+  readonly integrity: IntegrityResult;
 }
 
 /** A consistent image of the database, streamed. */
@@ -50,6 +63,13 @@ export interface Snapshot {
   readonly integrity: IntegrityResult;
   /** Exactly `description.sizeBytes` bytes: a plain database file (rollback-journal mode). */
   readonly body: AsyncIterable<Uint8Array>;
+  /**
+   * Present when the checks were deferred (`deferChecks`). Then `integrity` above is provisional
+   * (`check: "none"`) and the tables' `rows` are -1; the body, fully read, does not end the read
+   * transaction. Call this after reading the body: it runs the integrity check and counts the
+   * rows on the same snapshot, then releases it.
+   */
+  completeChecks?(): Promise<SnapshotChecks>;
   /** Ends the read transaction early (also happens when `body` is fully consumed or fails). */
   release(): void;
 }

@@ -16,7 +16,7 @@ const MAX_INTEGRITY_MESSAGES = 100;
  * result. Tables are the user tables of `sqlite_schema` (not `sqlite_%` internals, not virtual
  * tables, whose rows live in their shadow tables, which are listed), sorted by name.
  */
-export function describeConnection(db: Database.Database, path: string): DatabaseDescription {
+export function describeConnection(db: Database.Database, path: string, countRows = true): DatabaseDescription {
   const pageSize = db.pragma("page_size", { simple: true }) as number;
   const pageCount = db.pragma("page_count", { simple: true }) as number;
   return {
@@ -26,13 +26,14 @@ export function describeConnection(db: Database.Database, path: string): Databas
     pageCount,
     journalMode: String(db.pragma("journal_mode", { simple: true })).toLowerCase(),
     userVersion: db.pragma("user_version", { simple: true }) as number,
-    tables: listTables(db),
+    tables: listTables(db, countRows),
     environment: readEnvironment(db),
     engineVersion: (db.prepare("SELECT sqlite_version() AS v").get() as { v: string }).v,
   };
 }
 
-function listTables(db: Database.Database): TableInfo[] {
+/** Without `countRows`, every table's `rows` is -1 (not counted). */
+function listTables(db: Database.Database, countRows: boolean): TableInfo[] {
   const names = db
     .prepare(
       "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name",
@@ -41,10 +42,12 @@ function listTables(db: Database.Database): TableInfo[] {
     .all() as string[];
   return names.map((name) => ({
     name,
-    rows: db
-      .prepare(`SELECT count(*) FROM ${quoteIdentifier(name)}`)
-      .pluck()
-      .get() as number,
+    rows: !countRows
+      ? -1
+      : (db
+          .prepare(`SELECT count(*) FROM ${quoteIdentifier(name)}`)
+          .pluck()
+          .get() as number),
   }));
 }
 

@@ -96,6 +96,27 @@ describe("snapshot of a WAL database", () => {
     expect(snapBytes.equals(file)).toBe(true);
   });
 
+  it("with deferChecks, counts rows and checks integrity after the body, on the same snapshot", async () => {
+    const { path, db } = liveWal();
+    db.exec(
+      `CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) ${series(300)} SELECT randomblob(300) FROM s`,
+    );
+    const snap = await source.snapshot(path, { integrity: "full", deferChecks: true });
+    expect(snap.integrity.check, "nothing checked yet").toBe("none");
+    expect(snap.description.tables).toEqual([{ name: "t", rows: -1 }]);
+    // The application goes on writing while the body is read: the checks still see the snapshot.
+    db.exec(`INSERT INTO t(v) ${series(50)} SELECT randomblob(10) FROM s; CREATE TABLE later(x)`);
+    const image = join(dir, "deferred.db");
+    await writeBody(snap, image);
+    expect(truncateCheckpoint(db).busy, "the read transaction outlives the body").toBe(1);
+    const checks = await snap.completeChecks!();
+    expect(checks.integrity).toEqual({ check: "integrity_check", ok: true, messages: [] });
+    expect(checks.description.tables).toEqual([{ name: "t", rows: 300 }]);
+    expect(checks.description.sizeBytes).toBe(statSync(image).size);
+    expect(truncateCheckpoint(db).busy, "released after the checks").toBe(0);
+    await expect(snap.completeChecks!()).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+  });
+
   it("is truncated to the commit's page count when the database shrank in the WAL", async () => {
     const { path, db } = liveWal();
     db.exec(

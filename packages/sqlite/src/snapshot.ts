@@ -23,7 +23,14 @@
  */
 import { accessSync, closeSync, constants, fstatSync, openSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { ErrorCodes, type IntegrityResult, LifeboatError, type Snapshot, type SnapshotOptions } from "@lifeboat/core";
+import {
+  ErrorCodes,
+  type IntegrityResult,
+  LifeboatError,
+  type Snapshot,
+  type SnapshotChecks,
+  type SnapshotOptions,
+} from "@lifeboat/core";
 import Database from "better-sqlite3";
 import {
   checkDatabaseFile,
@@ -88,8 +95,12 @@ export async function takeSnapshot(path: string, options: SqliteSnapshotOptions 
       reader.exec("BEGIN");
       reader.prepare("SELECT count(*) FROM sqlite_schema").get();
     }
-    const description = describeConnection(reader, path);
-    const integrity: IntegrityResult = runIntegrityCheck(reader, options.integrity ?? "quick");
+    const defer = options.deferChecks === true;
+    // Deferred: only what streaming needs now; the B-tree walks run after the body warmed the cache.
+    const description = describeConnection(reader, path, !defer);
+    const integrity: IntegrityResult = defer
+      ? { check: "none", ok: true, messages: [] }
+      : runIntegrityCheck(reader, options.integrity ?? "quick");
 
     let pages: ReadonlyMap<number, number> | null = null;
     let walHeader: WalHeader | null = null;
@@ -148,14 +159,30 @@ export async function takeSnapshot(path: string, options: SqliteSnapshotOptions 
           isReleased: () => released,
           signal: options.signal,
           release,
+          keepAfterEnd: defer,
         });
       },
     };
     options.signal?.addEventListener("abort", release, { once: true });
+    const completeChecks = async (): Promise<SnapshotChecks> => {
+      if (released) throw usage(path, "The snapshot was released before its deferred checks ran.");
+      try {
+        const checked = describeConnection(reader, path);
+        if (checked.pageCount !== description.pageCount || checked.pageSize !== description.pageSize) {
+          throw inconsistent(path, "the page count changed inside the read transaction");
+        }
+        return { description: checked, integrity: runIntegrityCheck(reader, options.integrity ?? "quick") };
+      } catch (error) {
+        throw sqliteError(error, path, OPERATION);
+      } finally {
+        release();
+      }
+    };
     return {
       description,
       integrity,
       body,
+      ...(defer ? { completeChecks } : {}),
       release,
       walPosition,
       writeLockMs: pinned?.writeLockMs ?? 0,
@@ -276,12 +303,15 @@ interface StreamParams {
   readonly isReleased: () => boolean;
   readonly signal: AbortSignal | undefined;
   readonly release: () => void;
+  /** Keep the read transaction when the body ends (deferred checks run on it); released on errors. */
+  readonly keepAfterEnd: boolean;
 }
 
 /** Streams pages 1..pageCount in chunks, overlaying WAL pages; releases the snapshot at the end. */
 async function* streamImage(p: StreamParams): AsyncGenerator<Uint8Array, void, undefined> {
   const walPath = `${p.path}-wal`;
   let wal: number | undefined;
+  let ended = false;
   try {
     let db: number;
     try {
@@ -335,9 +365,10 @@ async function* streamImage(p: StreamParams): AsyncGenerator<Uint8Array, void, u
         throw inconsistent(p.path, "the WAL was reset while the snapshot was read");
       }
     }
+    ended = true;
   } finally {
     if (wal !== undefined) closeSync(wal);
-    p.release();
+    if (!ended || !p.keepAfterEnd) p.release();
   }
 }
 

@@ -54,7 +54,8 @@ export const TEMP_DIR_NAME = ".lifeboat-tmp";
 const STALE_TEMP_MS = 60 * 60 * 1000;
 /** Small chunks are gathered into writes of this size; bigger chunks are written as they come. */
 const STAGE_BYTES = 256 * 1024;
-const READ_CHUNK_BYTES = 256 * 1024;
+/** Reads of whole objects: large enough that a restore makes few syscalls and stream calls per GiB. */
+const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 /** Files stat'ed in parallel while listing, and keys unlinked in parallel while deleting. */
 const PARALLEL_FS_CALLS = 16;
 /** How often a put retries after a concurrent delete removed the (empty) parent directory. */

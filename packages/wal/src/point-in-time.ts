@@ -30,6 +30,7 @@ import {
   removeQuietly,
   type SnapshotManifest,
   tempPathFor,
+  whileSyncing,
 } from "@lifeboat/core";
 import { decodeSegment } from "./segment-format.js";
 import { parseSegmentKey, type SegmentKeyInfo } from "./segment-keys.js";
@@ -256,13 +257,17 @@ export async function restoreToPoint(
   let applied: { txn: number; observedAt: number | null; segments: number };
   let integrity: IntegrityResult;
   try {
-    await download(db, repo, snapshot, temp, options);
-    applied = await applySegments(db, choice, temp, options);
-    integrity = await checkRestoredFile(
-      db,
-      temp,
-      options.integrity ?? db.integrity,
-      `The restore of ${db.name} to transaction ${applied.txn} of generation ${choice.generation.generation}`,
+    // One fsync at the end (it covers the snapshot's pages too), while the integrity check runs.
+    await download(db, repo, snapshot, temp, options, "none");
+    const result = await applySegments(db, choice, temp, options);
+    applied = result;
+    integrity = await whileSyncing(result.durable, () =>
+      checkRestoredFile(
+        db,
+        temp,
+        options.integrity ?? db.integrity,
+        `The restore of ${db.name} to transaction ${result.txn} of generation ${choice.generation.generation}`,
+      ),
     );
   } catch (error) {
     await removeQuietly(temp);
@@ -306,7 +311,7 @@ async function applySegments(
   choice: Choice,
   file: string,
   options: PointInTimeOptions,
-): Promise<{ txn: number; observedAt: number | null; segments: number }> {
+): Promise<{ txn: number; observedAt: number | null; segments: number; durable: Promise<void> }> {
   const pageSize = choice.snapshot.source.pageSize;
   const handle = await open(file, constants.O_RDWR);
   let txn = choice.snapshot.position;
@@ -419,13 +424,17 @@ async function applySegments(
     await flush();
     // Page 1 from the WAL says "WAL mode" (bytes 18-19 = 2): the restored file is a plain rollback-journal database.
     await handle.write(Buffer.from([1, 1]), 0, 2, 18);
-    await handle.sync();
-  } finally {
+  } catch (error) {
     await handle.close();
+    throw error;
+  } finally {
     await Promise.allSettled(fetched.values());
     await removeQuietly(spill);
   }
-  return { txn, observedAt, segments: applied };
+  // The caller checks the file while the fsync runs (whileSyncing).
+  const durable = handle.sync().finally(() => handle.close());
+  durable.catch(() => {});
+  return { txn, observedAt, segments: applied, durable };
 }
 
 /** Checks a segment file's sha256 trailer (the last 32 bytes cover everything before them). */

@@ -454,7 +454,10 @@ export class Replicator {
   /** Starts a new generation: a snapshot at the current WAL position, shipped to every target. */
   async #startGeneration(reason: string): Promise<void> {
     const generation = newGenerationId();
-    const snapshot = (await this.db.driver.snapshot(this.db.path, { integrity: this.db.integrity })) as SqliteSnapshot;
+    const snapshot = (await this.db.driver.snapshot(this.db.path, {
+      integrity: this.db.integrity,
+      deferChecks: true,
+    })) as SqliteSnapshot;
     if (!snapshot.walPosition) {
       snapshot.release();
       throw new LifeboatError(ErrorCodes.INTERNAL, `${this.db.path} is not in WAL mode after it was switched.`, {
@@ -490,7 +493,10 @@ export class Replicator {
   async snapshot(reason: string, targets: readonly TargetState[] = this.#targets): Promise<number> {
     if (!this.#generation) throw new LifeboatError(ErrorCodes.INTERNAL, "No generation yet.", { plugin: "wal" });
     const generation = this.#generation;
-    const snapshot = (await this.db.driver.snapshot(this.db.path, { integrity: this.db.integrity })) as SqliteSnapshot;
+    const snapshot = (await this.db.driver.snapshot(this.db.path, {
+      integrity: this.db.integrity,
+      deferChecks: true,
+    })) as SqliteSnapshot;
     try {
       await this.sync();
     } catch (error) {
