@@ -37,6 +37,114 @@ const retention = z.strictObject({
   keepMonthly: z.number().int().min(1).optional(),
 });
 
+/** Allowed values of each cron field; `names` are the three-letter month and weekday names. */
+const cronFields = [
+  { name: "second", min: 0, max: 59 },
+  { name: "minute", min: 0, max: 59 },
+  { name: "hour", min: 0, max: 23 },
+  { name: "day of month", min: 1, max: 31 },
+  { name: "month", min: 1, max: 12, names: "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC" },
+  { name: "weekday", min: 0, max: 7, names: "SUN MON TUE WED THU FRI SAT" },
+  { name: "year", min: 1970, max: 9999 },
+] as const;
+const cronNicknames = new Set(["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"]);
+
+/**
+ * Why `spec` is not a schedule, or null when it is one: a duration (`6h`) or a cron expression of
+ * 5 fields (minute hour day month weekday), 6 (seconds first) or 7 (a year last), or `@daily` and
+ * friends. A syntax and range check only: the daemon evaluates the expression (croner), and core
+ * stays free of it.
+ */
+export function scheduleProblem(spec: string): string | null {
+  const text = spec.trim();
+  if (/^\d/.test(text) && !/\s/.test(text)) {
+    try {
+      return parseDuration(text) >= 10 ? null : "is too short an interval (in practice 15m, 6h, 1d)";
+    } catch {
+      // Not a duration; a one-field cron expression is wrong too, and says so below.
+    }
+  }
+  if (text.startsWith("@")) {
+    return cronNicknames.has(text.toLowerCase()) ? null : `is not a cron nickname (${[...cronNicknames].join(", ")})`;
+  }
+  const parts = text.split(/\s+/);
+  if (parts.length < 5 || parts.length > 7) {
+    return `is neither a duration (6h, 1d) nor a cron expression ("0 */6 * * *": minute hour day month weekday)`;
+  }
+  const fields = parts.length === 5 ? cronFields.slice(1, 6) : cronFields.slice(0, parts.length);
+  for (const [i, part] of parts.entries()) {
+    const problem = cronFieldProblem(part, fields[i]!);
+    if (problem) return `is not a valid cron expression: ${problem}`;
+  }
+  return null;
+}
+
+function cronFieldProblem(part: string, field: (typeof cronFields)[number]): string | null {
+  const names = "names" in field ? field.names.split(" ") : [];
+  const value = (token: string): number | null => {
+    const byName = names.indexOf(token.toUpperCase());
+    if (byName >= 0) return byName + (field.name === "month" ? 1 : 0);
+    return /^\d+$/.test(token) ? Number(token) : null;
+  };
+  for (const item of part.split(",")) {
+    // Day-of-month and weekday extras as croner reads them: L (last), 15W, LW, 5L, 5#2, ?.
+    if (field.name === "day of month" && /^(L|LW|\?|\d{1,2}W)$/i.test(item)) continue;
+    if (field.name === "weekday" && /^(\?|[0-7]L|[0-7]#[1-5])$/i.test(item)) continue;
+    const m = /^(\*|[^-/]+(?:-[^-/]+)?)(?:\/(\d+))?$/.exec(item);
+    if (!m || (m[2] !== undefined && Number(m[2]) < 1)) return `${field.name} "${item}" is not a value, range or step`;
+    if (m[1] === "*") continue;
+    if (m[2] !== undefined && !m[1]!.includes("-")) {
+      return `${field.name} "${item}": step a wildcard or a range (*/${m[2]}, ${m[1]}-${field.max}/${m[2]})`;
+    }
+    for (const token of m[1]!.split("-")) {
+      const n = value(token);
+      if (n === null || n < field.min || n > field.max) {
+        return `${field.name} "${token}" is out of range ${field.min}-${field.max}${names.length ? ` (or ${names[0]}-${names.at(-1)})` : ""}`;
+      }
+    }
+  }
+  return null;
+}
+
+const scheduleSpec = z
+  .string()
+  .trim()
+  .min(1, "give a duration (6h) or a cron expression")
+  .superRefine((value, ctx) => {
+    const problem = scheduleProblem(value);
+    if (problem) ctx.addIssue({ code: "custom", message: `"${value}" ${problem}` });
+  });
+
+const timezone = z.string().superRefine((value, ctx) => {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: value });
+  } catch {
+    ctx.addIssue({ code: "custom", message: `"${value}" is not an IANA time zone (e.g. UTC, Europe/Berlin)` });
+  }
+});
+
+/** `databases[].schedule`: what the daemon (`lifeboat serve`, `lifeboat replicate`) runs, and when. */
+const schedule = z.strictObject({
+  /** Snapshots: a duration (`6h`) or a cron expression (`0 *\/6 * * *`). Supersedes `snapshot.interval`. */
+  snapshot: scheduleSpec.optional(),
+  /** Applies `retention:` (the WAL chain of the latest state is always kept). */
+  prune: scheduleSpec.optional(),
+  /** Restore drills: the latest state and a random point in time, restored and integrity-checked. */
+  verify: scheduleSpec.optional(),
+  /** At start: a snapshot unless a good one younger than this exists. */
+  startupBackup: duration.optional(),
+  /** IANA time zone for the cron expressions (default: the host's). */
+  timezone: timezone.optional(),
+});
+
+/** `databases[].health`: when `/health` turns 503 for this database. */
+const health = z.strictObject({
+  /** Replication lag allowed (default 1m). */
+  maxReplicationLag: duration.optional(),
+  /** Age of the newest good snapshot allowed (default: twice the snapshot period + 10m). */
+  maxSnapshotAge: duration.optional(),
+});
+
 const hookNames = Object.keys(hookKinds) as [HookName, ...HookName[]];
 
 const hook = z
@@ -72,6 +180,8 @@ const database = z.strictObject({
     })
     .default({ integrity: "quick" }),
   retention: retention.optional(),
+  schedule: schedule.optional(),
+  health: health.optional(),
   /** Continuous archiving (`lifeboat replicate`). */
   replication: z
     .strictObject({
@@ -79,7 +189,7 @@ const database = z.strictObject({
       syncInterval: duration.default("1s"),
       /** PASSIVE checkpoint when the WAL has more pages than this. */
       checkpointPages: z.number().int().min(1).default(1000),
-      /** Emergency TRUNCATE checkpoint above this many pages. */
+      /** Emergency checkpoint (ships the rest and checkpoints under a brief write lock) above this many pages. */
       emergencyCheckpointPages: z.number().int().min(1).default(20_000),
       /** Local queue directory (default: .<db file>.lifeboat next to the database). */
       queueDir: z.string().min(1).optional(),
@@ -110,6 +220,8 @@ export type DatabaseConfig = ParsedConfig["databases"][number];
 export type PluginEntry = z.output<typeof pluginEntry>;
 export type RetentionConfig = z.output<typeof retention>;
 export type HookConfig = z.output<typeof hook>;
+export type ScheduleConfig = z.output<typeof schedule>;
+export type HealthConfig = z.output<typeof health>;
 export type ReplicationConfig = NonNullable<DatabaseConfig["replication"]>;
 
 /** `500MB` -> bytes (decimal units, as disks are sold). */

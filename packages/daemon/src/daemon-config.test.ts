@@ -2,38 +2,31 @@ import { parseConfig } from "@lifeboat/core";
 import { describe, expect, it } from "vitest";
 import { daemonSettingsFrom } from "./daemon-config.js";
 
-const base = parseConfig({
-  databases: [
-    { name: "app", path: "/srv/app.db", targets: [{ type: "local", path: "/b" }], snapshot: { interval: "6h" } },
-    { name: "jobs", path: "/srv/jobs.db", targets: [{ type: "local", path: "/b" }] },
-  ],
-});
+const target = [{ type: "local", path: "/b" }];
 
-/** The config as it parses once core's schema has `schedule:` and `health:` (see the README). */
-function withSections(app: Record<string, unknown>, jobs: Record<string, unknown> = {}) {
-  return {
-    ...base,
+function config(app: Record<string, unknown> = {}, jobs: Record<string, unknown> = {}) {
+  return parseConfig({
     databases: [
-      { ...base.databases[0]!, ...app },
-      { ...base.databases[1]!, ...jobs },
+      { name: "app", path: "/srv/app.db", targets: target, snapshot: { interval: "6h" }, ...app },
+      { name: "jobs", path: "/srv/jobs.db", targets: target, ...jobs },
     ],
-  };
+  });
 }
 
 describe("daemonSettingsFrom", () => {
   it("falls back to snapshot.interval when there is no schedule section", () => {
-    expect(daemonSettingsFrom(base)).toEqual({ schedules: { app: { snapshot: "6h" } }, databaseThresholds: {} });
-    expect(daemonSettingsFrom(base, ["jobs"])).toEqual({ schedules: {}, databaseThresholds: {} });
+    expect(daemonSettingsFrom(config())).toEqual({ schedules: { app: { snapshot: "6h" } }, databaseThresholds: {} });
+    expect(daemonSettingsFrom(config(), ["jobs"])).toEqual({ schedules: {}, databaseThresholds: {} });
   });
 
-  it("reads schedule and health sections; schedule.snapshot supersedes snapshot.interval", () => {
+  it("reads the schedule and health sections of lifeboat.yml; schedule.snapshot supersedes snapshot.interval", () => {
     const settings = daemonSettingsFrom(
-      withSections(
+      config(
         {
           schedule: { snapshot: "0 */4 * * *", prune: "1d", verify: "0 3 * * 0", startupBackup: "1h", timezone: "UTC" },
           health: { maxReplicationLag: "2m", maxSnapshotAge: "9h" },
         },
-        { schedule: { verify: "@daily" } },
+        { schedule: { verify: "@daily" }, health: {} },
       ),
     );
     expect(settings.schedules).toEqual({
@@ -41,17 +34,18 @@ describe("daemonSettingsFrom", () => {
       jobs: { verify: "@daily" },
     });
     expect(settings.databaseThresholds).toEqual({ app: { maxReplicationLag: "2m", maxSnapshotAge: "9h" } });
+    expect(daemonSettingsFrom(config({}, { schedule: { verify: "@daily" } }), ["jobs"]).schedules).toEqual({
+      jobs: { verify: "@daily" },
+    });
   });
 
-  it("names the key of a bad schedule, duration or unknown key", () => {
-    expect(() => daemonSettingsFrom(withSections({ schedule: { verify: "sundays" } }))).toThrow(
-      /databases\[0\]\.schedule\.verify: "sundays" is neither a duration/,
+  it("refuses, naming the key, a cron expression that never fires", () => {
+    expect(() => daemonSettingsFrom(config({}, { schedule: { verify: "0 0 31 2 *" } }))).toThrow(
+      /databases\[1\]\.schedule\.verify: "0 0 31 2 \*" never fires/,
     );
-    expect(() => daemonSettingsFrom(withSections({}, { health: { maxSnapshotAge: "a day" } }))).toThrow(
-      /databases\[1\]\.health\.maxSnapshotAge: "a day" is not a duration/,
-    );
-    expect(() => daemonSettingsFrom(withSections({ schedule: { snapshots: "6h" } }))).toThrow(
-      /databases\[0\]\.schedule/,
-    );
+    // Only the databases asked for are checked.
+    expect(daemonSettingsFrom(config({}, { schedule: { verify: "0 0 31 2 *" } }), ["app"]).schedules).toEqual({
+      app: { snapshot: "6h" },
+    });
   });
 });

@@ -1,92 +1,46 @@
 /**
- * The daemon's part of lifeboat.yml, as proposed for core's schema: per database a `schedule:`
- * and a `health:` section. Until core's schema has them, `daemonSettingsFrom` finds nothing there
- * and falls back to `snapshot.interval`; the CLI may add flags on top. The zod here is the same
- * as the proposal, plus the full cron check (core stays free of croner).
+ * The daemon's part of lifeboat.yml: per database a `schedule:` and a `health:` section (core's
+ * schema types and checks them; see `ScheduleConfig`, `HealthConfig`). Core checks a cron
+ * expression's syntax and ranges; here croner evaluates it, so an expression that never fires
+ * (`0 0 31 2 *`) or that croner reads differently is refused before the daemon starts.
  */
 import {
   type DatabaseConfig,
   databaseNameOf,
   ErrorCodes,
-  formatIssuePath,
+  type HealthConfig,
   LifeboatError,
   type ParsedConfig,
-  parseDuration,
+  type ScheduleConfig,
 } from "@lifeboat/core";
-import { z } from "zod";
 import type { DatabaseSchedule } from "./daemon.js";
 import type { HealthThresholds } from "./health.js";
 import { parseSchedule } from "./schedule.js";
 
-const duration = z.string().superRefine((value, ctx) => {
-  try {
-    parseDuration(value);
-  } catch {
-    ctx.addIssue({ code: "custom", message: `"${value}" is not a duration (use 90s, 15m, 1h, 7d)` });
-  }
-});
-
-const scheduleSpec = z
-  .string()
-  .trim()
-  .min(1)
-  .superRefine((value, ctx) => {
-    try {
-      parseSchedule(value);
-    } catch {
-      ctx.addIssue({
-        code: "custom",
-        message: `"${value}" is neither a duration (6h, 1d) nor a cron expression ("0 */6 * * *")`,
-      });
-    }
-  });
-
-/** `databases[].schedule` */
-export const scheduleConfigSchema = z.strictObject({
-  /** Snapshots: a duration (`6h`) or a cron expression (`0 *\/6 * * *`). Supersedes `snapshot.interval`. */
-  snapshot: scheduleSpec.optional(),
-  /** Retention (`retention:` applied for real; WAL chain bases are always kept). */
-  prune: scheduleSpec.optional(),
-  /** Restore drills: latest state and a random point in time, restored and integrity-checked. */
-  verify: scheduleSpec.optional(),
-  /** At start: a snapshot unless a good one younger than this exists. */
-  startupBackup: duration.optional(),
-  /** IANA time zone for the cron expressions (default: the host's). */
-  timezone: z.string().min(1).optional(),
-});
-
-/** `databases[].health` */
-export const healthConfigSchema = z.strictObject({
-  /** Replication lag allowed before /health turns 503 (default 1m). */
-  maxReplicationLag: duration.optional(),
-  /** Age of the newest good snapshot allowed (default: twice the snapshot period + 10m). */
-  maxSnapshotAge: duration.optional(),
-});
-
-export type ScheduleConfig = z.output<typeof scheduleConfigSchema>;
-export type HealthConfig = z.output<typeof healthConfigSchema>;
+export type { HealthConfig, ScheduleConfig };
 
 export interface DaemonSettings {
   readonly schedules: Record<string, DatabaseSchedule>;
   readonly databaseThresholds: Record<string, HealthThresholds>;
 }
 
+const SCHEDULED = ["snapshot", "prune", "verify"] as const;
+
 /**
- * Schedules and thresholds from a parsed config: each database's `schedule` and `health`
- * sections when present (validated here with their paths in the message), else a snapshot
- * schedule from `snapshot.interval`.
+ * Schedules and thresholds from a parsed config, for the databases named in `databases` (default
+ * all): each database's `schedule` and `health` sections; without `schedule.snapshot`, a snapshot
+ * schedule from `snapshot.interval`. Throws CONFIG_INVALID naming the key
+ * (`databases[0].schedule.verify`) when croner cannot evaluate a schedule or it never fires.
  */
 export function daemonSettingsFrom(config: ParsedConfig, databases?: readonly string[]): DaemonSettings {
   const schedules: Record<string, DatabaseSchedule> = {};
   const databaseThresholds: Record<string, HealthThresholds> = {};
+  const problems: string[] = [];
   config.databases.forEach((db: DatabaseConfig, i) => {
     const name = databaseNameOf(db);
     if (databases && !databases.includes(name)) return;
-    const raw = db as DatabaseConfig & { schedule?: unknown; health?: unknown };
-    const schedule: ScheduleConfig =
-      raw.schedule === undefined ? {} : validate(scheduleConfigSchema, raw.schedule, `databases[${i}].schedule`);
-    const health: HealthConfig =
-      raw.health === undefined ? {} : validate(healthConfigSchema, raw.health, `databases[${i}].health`);
+    const schedule: ScheduleConfig = db.schedule ?? {};
+    const health: HealthConfig = db.health ?? {};
     const snapshot = schedule.snapshot ?? db.snapshot.interval;
     const entry: DatabaseSchedule = {
       ...(snapshot ? { snapshot } : {}),
@@ -95,18 +49,43 @@ export function daemonSettingsFrom(config: ParsedConfig, databases?: readonly st
       ...(schedule.startupBackup ? { startupBackup: schedule.startupBackup } : {}),
       ...(schedule.timezone ? { timezone: schedule.timezone } : {}),
     };
+    for (const job of SCHEDULED) {
+      const spec = entry[job];
+      if (spec === undefined) continue;
+      const where =
+        job === "snapshot" && schedule.snapshot === undefined
+          ? `databases[${i}].snapshot.interval`
+          : `databases[${i}].schedule.${job}`;
+      const problem = scheduleProblem(spec, where, schedule.timezone);
+      if (problem) problems.push(problem);
+    }
     if (Object.keys(entry).length > 0) schedules[name] = entry;
-    if (Object.keys(health).length > 0) databaseThresholds[name] = health;
+    const thresholds: HealthThresholds = {
+      ...(health.maxReplicationLag ? { maxReplicationLag: health.maxReplicationLag } : {}),
+      ...(health.maxSnapshotAge ? { maxSnapshotAge: health.maxSnapshotAge } : {}),
+    };
+    if (Object.keys(thresholds).length > 0) databaseThresholds[name] = thresholds;
   });
+  if (problems.length > 0) {
+    throw new LifeboatError(
+      ErrorCodes.CONFIG_INVALID,
+      `The config's schedules are not valid:\n  ${problems.join("\n  ")}`,
+      {
+        hint: 'Use durations such as 6h, or cron expressions such as "0 */6 * * *" (minute hour day month weekday).',
+        details: { problems },
+      },
+    );
+  }
   return { schedules, databaseThresholds };
 }
 
-function validate<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  const lines = result.error.issues.map((issue) => `${formatIssuePath(where, issue.path)}: ${issue.message}`);
-  throw new LifeboatError(ErrorCodes.CONFIG_INVALID, `The config is not valid:\n  ${lines.join("\n  ")}`, {
-    hint: 'Fix the listed keys (durations such as 6h, or cron expressions such as "0 */6 * * *").',
-    details: { problems: lines },
-  });
+function scheduleProblem(spec: string, where: string, timezone: string | undefined): string | null {
+  try {
+    const parsed = parseSchedule(spec, where, timezone ? { timezone } : {});
+    if (parsed.kind === "cron" && parsed.next(Date.now()) === null) return `${where}: "${spec}" never fires`;
+    return null;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    return message.startsWith(`${where}:`) ? message : `${where}: ${message}`;
+  }
 }

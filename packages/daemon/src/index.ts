@@ -17,14 +17,7 @@ export {
   type JobKind,
   startDaemon,
 } from "./daemon.js";
-export {
-  type DaemonSettings,
-  daemonSettingsFrom,
-  type HealthConfig,
-  healthConfigSchema,
-  type ScheduleConfig,
-  scheduleConfigSchema,
-} from "./daemon-config.js";
+export { type DaemonSettings, daemonSettingsFrom, type HealthConfig, type ScheduleConfig } from "./daemon-config.js";
 export { type DrillCheck, type DrillOptions, type DrillResult, runRestoreDrill } from "./drill.js";
 export {
   type DatabaseHealth,

@@ -32,6 +32,15 @@ ${environment ? `    environment: ${environment}` : "    # environment: producti
     retention:                  # used by \`lifeboat prune\`; the newest good backup is always kept
       keepLast: 7
       keepWithin: 7d
+    # schedule:                 # run by \`lifeboat serve\` and \`lifeboat replicate\`: durations (6h) or cron
+    #   snapshot: "0 */6 * * *"
+    #   prune: 1d               # applies retention:
+    #   verify: "30 3 * * *"    # restore drill: restore, integrity_check, compare with the manifest
+    #   startupBackup: 1h       # at start, back up unless a good backup younger than this exists
+    #   timezone: UTC           # for the cron expressions (default: the host's)
+    # health:                   # when /health turns 503
+    #   maxReplicationLag: 1m
+    #   maxSnapshotAge: 13h
     # hooks:
     #   - on: afterBackup
     #     exec: echo "backup $LIFEBOAT_BACKUP_ID of $LIFEBOAT_DB done"

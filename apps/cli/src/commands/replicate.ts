@@ -1,3 +1,5 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { constants } from "node:os";
 import { createDaemon } from "@lifeboat/daemon";
 import { Replicator, type ReplicatorEvent, replicatorOptionsFrom } from "@lifeboat/wal";
 import type { Command } from "commander";
@@ -10,6 +12,16 @@ interface Flags extends CommonFlags, DaemonFlags {
   readonly to?: string[];
   readonly verbose?: boolean;
   readonly serve?: boolean;
+  readonly exec?: string;
+}
+
+/** Signals `--exec` passes on to the app (it runs in its own process group, so none reaches it twice). */
+const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
+/** The exit code a shell reports for a process: its code, or 128 + the number of the signal that ended it. */
+export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  return 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
 }
 
 function describe(event: ReplicatorEvent): string | null {
@@ -35,11 +47,17 @@ function describe(event: ReplicatorEvent): string | null {
 
 export function registerReplicate(program: Command): void {
   addDaemonOptions(withCommon(program.command("replicate")))
-    .description("archive every committed transaction continuously (until SIGINT/SIGTERM); runs the config's schedules")
+    .description(
+      "archive every committed transaction continuously (until SIGINT/SIGTERM, or until the --exec app exits); runs the config's schedules",
+    )
     .option("--serve", "also serve /health and /metrics")
     .argument("[db]", "database name or path; default: every database in the config")
     .option("--to <location...>", "archive here instead of the config's targets (a directory or a URL)")
     .option("-v, --verbose", "print every shipped segment and checkpoint")
+    .option(
+      "--exec <command>",
+      "once archiving runs, run this command (through the shell) as a child; SIGINT/SIGTERM/SIGHUP go to it; when it exits, ship everything and exit with its exit code",
+    )
     .action(async (db: string | undefined, flags: Flags) => {
       const lb = await loadLifeboat(db, flags);
       const names = flags.to ? [lb.databases[0]!] : db === undefined ? lb.databases : [db];
@@ -47,6 +65,10 @@ export function registerReplicate(program: Command): void {
       const daemon = createDaemon(
         daemonOptionsFrom(lb, names, flags, { serve: Boolean(flags.serve), onLog: daemonLogPrinter(flags.json) }),
       );
+      const say = (text: string, json: Record<string, unknown>) => {
+        const time = new Date().toISOString();
+        process.stdout.write(flags.json ? `${JSON.stringify({ time, ...json })}\n` : `${time} ${text}\n`);
+      };
       const print = (event: ReplicatorEvent) => {
         if (flags.json) {
           process.stdout.write(
@@ -58,17 +80,17 @@ export function registerReplicate(program: Command): void {
         const line = describe(event);
         if (line) process.stdout.write(`${new Date().toISOString()} ${line}\n`);
       };
+      let app: ChildProcess | undefined;
       let stopping = false;
-      const stop = async (signal: string) => {
+      /** Ships what is left, releases the leases, closes, and exits with `exitCode`. */
+      const stop = async (why: string, exitCode: number) => {
         if (stopping) {
-          process.stderr.write(`lifeboat: ${signal} again, exiting without waiting\n`);
+          process.stderr.write(`lifeboat: ${why} again, exiting without waiting\n`);
           process.exit(1);
         }
         stopping = true;
         if (!flags.json)
-          process.stdout.write(
-            `${new Date().toISOString()} ${signal}: shipping what is left and releasing the leases\n`,
-          );
+          process.stdout.write(`${new Date().toISOString()} ${why}: shipping what is left and releasing the leases\n`);
         let pending = 0;
         await daemon.stop().catch(() => {});
         for (const r of replicators) {
@@ -85,11 +107,18 @@ export function registerReplicate(program: Command): void {
           process.stdout.write(
             `${new Date().toISOString()} stopped${pending ? " (some targets still behind)" : ", everything shipped"}\n`,
           );
-        process.exit(0);
+        process.exit(exitCode);
+      };
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (app && app.exitCode === null && app.signalCode === null) {
+          // The app decides how to stop; its exit stops the archiving.
+          forward(app, signal);
+          return;
+        }
+        void stop(signal, flags.exec ? exitCodeOf(null, signal) : 0);
       };
       // Installed before start-up: a signal during start-up also ships, releases and exits cleanly.
-      process.on("SIGINT", () => void stop("SIGINT"));
-      process.on("SIGTERM", () => void stop("SIGTERM"));
+      for (const signal of flags.exec ? FORWARDED : (["SIGINT", "SIGTERM"] as const)) process.on(signal, onSignal);
       try {
         for (const name of names) {
           const context = await lb.database(name);
@@ -111,15 +140,60 @@ export function registerReplicate(program: Command): void {
         }
         await daemon.start();
       } catch (error) {
+        if (flags.exec)
+          process.stderr.write(`lifeboat: archiving did not start, so \`${flags.exec}\` was not started\n`);
         await daemon.stop().catch(() => {});
         for (const r of replicators) await r.stop(5000).catch(() => {});
         await lb.close();
         throw error;
       }
-      if (flags.json)
-        process.stdout.write(
-          `${JSON.stringify({ time: new Date().toISOString(), type: "started", databases: names })}\n`,
+      if (stopping) await new Promise(() => {}); // a signal arrived during start-up; stop() exits
+      if (flags.json) say("", { type: "started", databases: names });
+      if (flags.exec) {
+        const command = flags.exec;
+        // Its own process group (detached): a Ctrl-C reaches only lifeboat, which passes it on
+        // to the whole group once. The shell catches the signals with a no-op trap so it stays to
+        // report the app's own exit status (a caught signal is reset to default in the app).
+        const child = spawn("/bin/sh", ["-c", `trap : INT TERM HUP\n${command}`], {
+          stdio: "inherit",
+          detached: true,
+        });
+        app = child;
+        // Should lifeboat die of an error, the app does not live on unarchived.
+        const killApp = () => {
+          if (child.exitCode === null && child.signalCode === null) forward(child, "SIGTERM");
+        };
+        process.once("exit", killApp);
+        child.once("spawn", () =>
+          say(`started \`${command}\` (pid ${child.pid})`, { type: "exec", command, pid: child.pid }),
         );
-      await new Promise(() => {}); // runs until a signal
+        child.once("error", (error) => {
+          if (stopping) return;
+          process.stderr.write(`lifeboat: cannot start \`${command}\`: ${error.message}\n`);
+          void stop("the app did not start", 127);
+        });
+        child.once("exit", (code, signal) => {
+          if (stopping) return;
+          const exitCode = exitCodeOf(code, signal);
+          say(`\`${command}\` exited ${signal ? `on ${signal}` : `with code ${code}`}`, {
+            type: "exec-exit",
+            command,
+            code,
+            signal,
+            exitCode,
+          });
+          void stop("the app exited", exitCode);
+        });
+      }
+      await new Promise(() => {}); // runs until a signal or the app's exit
     });
+}
+
+/** Sends `signal` to the app's process group (the shell and what it started), else to the app. */
+function forward(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, signal);
+  } catch {
+    child.kill(signal);
+  }
 }
