@@ -187,6 +187,11 @@ const database = z.strictObject({
     .strictObject({
       /** Poll at least this often; changes to the -wal file wake the replicator sooner. */
       syncInterval: duration.default("1s"),
+      /**
+       * Cut a segment at most this often ("0s": at every change, the lowest lag). Fewer storage
+       * requests for more lag: "1s" means at most 3,600 segment uploads an hour per target.
+       */
+      segmentInterval: duration.default("0s"),
       /** PASSIVE checkpoint when the WAL has more pages than this. */
       checkpointPages: z.number().int().min(1).default(1000),
       /** Emergency checkpoint (ships the rest and checkpoints under a brief write lock) above this many pages. */

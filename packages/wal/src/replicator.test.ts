@@ -17,7 +17,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(options: { checkpointPages?: number; emergencyCheckpointPages?: number } = {}) {
+async function setup(
+  options: { checkpointPages?: number; emergencyCheckpointPages?: number; segmentIntervalMs?: number } = {},
+) {
   const dir = mkdtempSync(join(tmpdir(), "lifeboat-wal-"));
   const path = join(dir, "app.db");
   const app = new Database(path);
@@ -33,6 +35,7 @@ async function setup(options: { checkpointPages?: number; emergencyCheckpointPag
     syncIntervalMs: 50,
     checkpointPages: options.checkpointPages ?? 1000,
     ...(options.emergencyCheckpointPages ? { emergencyCheckpointPages: options.emergencyCheckpointPages } : {}),
+    ...(options.segmentIntervalMs ? { segmentIntervalMs: options.segmentIntervalMs } : {}),
     onEvent: (e) => events.push(e),
   });
   cleanups.push(() => {
@@ -190,4 +193,26 @@ describe("emergency checkpoints", () => {
     // Without the backstop the WAL would hold every commit (a frame of 4 KiB or more each).
     expect(statSync(`${path}-wal`).size).toBeLessThan((commits * 4096) / 3);
   }, 60_000);
+});
+
+describe("segment interval", () => {
+  it("gathers the commits of each interval into one segment, and loses none", async () => {
+    const { dir, app, db, replicator, events } = await setup({ segmentIntervalMs: 600 });
+    await replicator.start();
+    const started = Date.now();
+    for (let i = 0; i < 30; i++) {
+      app.prepare("INSERT INTO t (v) VALUES (?)").run(`row ${i}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const elapsed = Date.now() - started;
+    await replicator.stop();
+    const segments = events.filter((e) => e.type === "spooled");
+    // One segment per started interval, plus the final one at stop; without batching, about 30.
+    expect(segments.length).toBeLessThanOrEqual(Math.ceil(elapsed / 600) + 2);
+    expect(segments.length).toBeGreaterThan(1);
+    expect(replicator.txn).toBe(30);
+    const output = join(dir, "latest.db");
+    await restoreToPoint(db, { output });
+    expect(databaseContentHash(output)).toBe(databaseContentHash(app));
+  });
 });

@@ -52,6 +52,13 @@ import { Spool, type SpooledSegment } from "./spool.js";
 export interface ReplicatorOptions {
   /** Poll at least this often (ms); changes to the -wal file wake it sooner. Default 1000. */
   readonly syncIntervalMs?: number;
+  /**
+   * Cut a segment at most this often (ms) when woken by changes or the poll: commits in between
+   * go into one segment. 0 (default): a segment as soon as a commit is seen, for the lowest lag.
+   * Raising it trades lag for fewer storage requests (at 1000, at most 3,600 segments an hour).
+   * Explicit `sync()` calls are never delayed.
+   */
+  readonly segmentIntervalMs?: number;
   /** PASSIVE checkpoint when the WAL has more frames than this. Default 1000. */
   readonly checkpointPages?: number;
   /** Emergency checkpoint (under the write lock, briefly) when PASSIVE left more frames than this. Default 20000. */
@@ -182,6 +189,9 @@ export class Replicator {
   #stopped = false;
   #watcher: FSWatcher | null = null;
   #timer: NodeJS.Timeout | null = null;
+  /** Pending wake-up while `segmentIntervalMs` holds changes back. */
+  #batchTimer: NodeJS.Timeout | null = null;
+  #lastSegmentAt = 0;
   #leaseTimer: NodeJS.Timeout | null = null;
   #snapshotTimer: NodeJS.Timeout | null = null;
   #lastError: string | null = null;
@@ -194,6 +204,7 @@ export class Replicator {
     this.walPath = `${db.path}-wal`;
     this.#o = {
       syncIntervalMs: 1000,
+      segmentIntervalMs: 0,
       checkpointPages: 1000,
       emergencyCheckpointPages: 20_000,
       queueMaxBytes: 1024 ** 3,
@@ -559,7 +570,16 @@ export class Replicator {
 
   #watch(): void {
     const wake = () => {
-      if (!this.#stopped) void this.sync().catch((e) => this.#report(e));
+      if (this.#stopped || this.#batchTimer) return;
+      const wait = this.#lastSegmentAt + this.#o.segmentIntervalMs - Date.now();
+      if (wait > 0) {
+        this.#batchTimer = setTimeout(() => {
+          this.#batchTimer = null;
+          wake();
+        }, wait);
+        return;
+      }
+      void this.sync().catch((e) => this.#report(e));
     };
     try {
       this.#watcher = watch(dirname(this.db.path), (_event, name) => {
@@ -770,6 +790,7 @@ export class Replicator {
     const pages = (async function* (): AsyncGenerator<SegmentPage> {
       for (const txn of transactions) for await (const page of readWalPages(walPath, header, txn)) yield page;
     })();
+    this.#lastSegmentAt = Date.now();
     const spooled = await this.spool.write(segmentHeader, encodeSegment(segmentHeader, pages));
     for (const [i, t] of transactions.entries()) this.#positions.set(posKey(t.end), this.#txn + 1 + i);
     this.#txn = segmentHeader.lastTxn;
@@ -1067,6 +1088,7 @@ export class Replicator {
   async stop(timeoutMs = 30_000): Promise<{ pending: { target: string; shipped: number; txn: number }[] }> {
     this.#watcher?.close();
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#batchTimer) clearTimeout(this.#batchTimer);
     if (this.#leaseTimer) clearInterval(this.#leaseTimer);
     if (this.#snapshotTimer) clearInterval(this.#snapshotTimer);
     await this.sync().catch((e) => this.#report(e));
@@ -1109,6 +1131,7 @@ export function replicatorOptionsFrom(db: DatabaseContext): ReplicatorOptions {
     ...(r
       ? {
           syncIntervalMs: parseDuration(r.syncInterval),
+          segmentIntervalMs: parseDuration(r.segmentInterval),
           checkpointPages: r.checkpointPages,
           emergencyCheckpointPages: r.emergencyCheckpointPages,
           ...(r.queueDir ? { queueDir: resolve(db.pluginContext.baseDir, r.queueDir) } : {}),
