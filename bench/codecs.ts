@@ -125,6 +125,7 @@ async function main(): Promise<void> {
     ["gzip level 6", [gzipCodec({ level: 6 })]],
     ["zstd level 1", [zstdCodec({ level: 1 })]],
     ["zstd level 3", [zstdCodec({ level: 3, workers: 0 })]],
+    ["zstd level 3, calling thread", [zstdCodec({ level: 3, workers: 0, thread: false })]],
     ["zstd level 9", [zstdCodec({ level: 9 })]],
     ["zstd level 3, 1 worker thread", [zstdCodec({ level: 3, workers: 1 })]],
     ["zstd level 3, 2 worker threads", [zstdCodec({ level: 3, workers: 2 })]],
@@ -162,6 +163,7 @@ async function main(): Promise<void> {
   const peers: Array<[string, Array<Record<string, unknown>>]> = [
     ["no codecs", []],
     ["zstd 3 + age", [{ type: "zstd", level: 3, workers: 0 }, ageEntry]],
+    ["zstd 3, calling thread + age", [{ type: "zstd", level: 3, workers: 0, thread: false }, ageEntry]],
     ["zstd 3, 2 workers + age", [{ type: "zstd", level: 3, workers: 2 }, ageEntry]],
   ];
   const samples = new Map<string, { wall: number[]; cpu: number[]; stored: number }>();

@@ -1,6 +1,7 @@
 /** Builds a Lifeboat from --config, or from a database path and --to locations without a config. */
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
+import { readStdinOnce, useStdinForKeys } from "@lifeboat/codecs";
 import {
   createLifeboat,
   ErrorCodes,
@@ -16,11 +17,14 @@ export interface LoadOptions {
   readonly config?: string;
   /** Storage locations given on the command line (directories or URLs); no config needed. */
   readonly to?: readonly string[];
+  /** `--key-stdin`: key-using codecs also take their secret from standard input. */
+  readonly keyStdin?: boolean;
 }
 
 export const DEFAULT_CONFIG = "lifeboat.yml";
 
 export async function loadLifeboat(database: string | undefined, options: LoadOptions): Promise<Lifeboat> {
+  if (options.keyStdin) await keysFromStdin();
   if (options.to && options.to.length > 0) {
     if (!database) {
       throw new LifeboatError(ErrorCodes.INVALID_ARGUMENT, "--to needs the database path too.", {
@@ -58,4 +62,28 @@ function targetFromSpec(spec: string, registry: PluginRegistry): { type: string;
   }
   const options = plugin.fromUrl(new URL(spec), { baseDir: process.cwd(), databaseName: "", env: process.env });
   return { type: plugin.name, ...(options as Record<string, unknown>) };
+}
+
+/**
+ * `--key-stdin`: reads standard input now (once; the codecs reuse the text when they first need a
+ * key), so a terminal or an empty pipe is refused before anything is read or changed. The text is
+ * kept in memory only and never echoed.
+ */
+async function keysFromStdin(): Promise<void> {
+  const hint =
+    "Pipe the key in, e.g. lifeboat restore --key-stdin < key.txt (an age identity from age-keygen, an age passphrase, or an armored OpenPGP private key).";
+  if (process.stdin.isTTY) {
+    throw new LifeboatError(
+      ErrorCodes.INVALID_ARGUMENT,
+      "--key-stdin reads the key from standard input, which is a terminal (the key would be echoed and typed by hand).",
+      { hint },
+    );
+  }
+  const text = await readStdinOnce();
+  if (text.trim() === "") {
+    throw new LifeboatError(ErrorCodes.INVALID_ARGUMENT, "--key-stdin was given, but standard input was empty.", {
+      hint,
+    });
+  }
+  useStdinForKeys();
 }

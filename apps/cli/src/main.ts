@@ -37,6 +37,18 @@ export interface CommonFlags {
   readonly json: boolean;
 }
 
+/** `--key-stdin`, for the commands that decode stored objects (restore, verify, export). */
+export function withKeyStdin(command: Command): Command {
+  return command.option(
+    "--key-stdin",
+    "read the decryption key from standard input (age identity or passphrase, OpenPGP private key), in addition to the config's key sources",
+  );
+}
+
+export interface KeyStdinFlags {
+  readonly keyStdin?: boolean;
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const program = new Command("lifeboat")
     .description("Keeps SQLite databases safe: verified backups, continuous archiving, point-in-time restore.")

@@ -276,13 +276,14 @@ describe("age codec: keyFromStdin", () => {
   const index = join(import.meta.dirname, "index.ts");
 
   /** Decodes `input` in a fresh process whose standard input is `stdin`; prints the decoded size. */
-  function decodeInChild(options: AgeCodecOptions, input: string, stdin: string) {
+  function decodeInChild(options: AgeCodecOptions, input: string, stdin: string, keyStdin = false) {
     const script = join(root, "stdin-child.mts");
     writeFileSync(
       script,
       `import { readFileSync } from "node:fs";
-import { ageCodec } from ${JSON.stringify(index)};
-const codec = ageCodec(${JSON.stringify(options)});
+import { ageCodec, useStdinForKeys } from ${JSON.stringify(index)};
+${keyStdin ? "useStdinForKeys();" : ""}
+const codec = ageCodec(${JSON.stringify(options)}, { baseDir: ${JSON.stringify(root)}, env: {} });
 async function* body() { yield readFileSync(${JSON.stringify(input)}); }
 let size = 0;
 try {
@@ -320,5 +321,37 @@ try {
     const empty = decodeInChild({ recipients: [keys.a.public], keyFromStdin: true }, withKey, "");
     expect(empty.stdout).toContain("CONFIG_INVALID");
     expect(empty.stdout).toContain("standard input");
+  });
+
+  it("useStdinForKeys (--key-stdin) adds standard input to a config that has no keyFromStdin", async () => {
+    const withKey = join(root, "flag-key.age");
+    writeFileSync(withKey, await collect(codec({ recipients: [keys.a.public, keys.b.public] }).encode(chunks(db))));
+    const config: AgeCodecOptions = { recipients: [keys.a.public, keys.b.public] };
+    // Without the flag the same config has no key: standard input is not read.
+    const without = decodeInChild(config, withKey, readFileSync(keys.a.file, "utf8"));
+    expect(without.stdout).toContain("CONFIG_INVALID");
+    expect(without.stdout).toContain("no age identity is configured");
+    const byKey = decodeInChild(config, withKey, readFileSync(keys.a.file, "utf8"), true);
+    expect(byKey.stdout.trim(), byKey.stderr).toBe(String(2 * db.byteLength));
+    // In addition to the configured identity: a wrong configured key and the right one piped in.
+    writeFileSync(join(root, "stranger.key"), `${keys.stranger}\n`);
+    const both = decodeInChild(
+      { ...config, identityFile: "stranger.key" },
+      withKey,
+      readFileSync(keys.b.file, "utf8"),
+      true,
+    );
+    expect(both.stdout.trim(), both.stderr).toBe(String(2 * db.byteLength));
+    // A passphrase-encrypted object takes standard input as its passphrase.
+    const withPass = join(root, "flag-pass.age");
+    writeFileSync(
+      withPass,
+      await collect(codec({ passphraseEnv: "P", workFactor: 10 }, { P: PASSPHRASE }).encode(chunks(db))),
+    );
+    const byPass = decodeInChild(config, withPass, `${PASSPHRASE}\n`, true);
+    expect(byPass.stdout.trim(), byPass.stderr).toBe(String(2 * db.byteLength));
+    const empty = decodeInChild(config, withKey, "", true);
+    expect(empty.stdout).toContain("CONFIG_INVALID");
+    expect(empty.stdout).toContain("(--key-stdin), which was empty");
   });
 });

@@ -114,11 +114,13 @@ export function ageCodec(
     env: options.passphraseEnv,
     file: options.passphraseFile,
     stdin: options.keyFromStdin,
+    stdinOnRequest: true,
   };
   const identitySources: SecretSources = {
     env: options.identityEnv,
     file: options.identityFile,
     stdin: options.keyFromStdin && !passphraseMode,
+    stdinOnRequest: true,
   };
   let spec: CodecSpec | undefined = recordedSpec;
   return {

@@ -11,7 +11,7 @@ import { type ZstdCodecOptions, zstdCodec, zstdCodecPlugin } from "./zstd.js";
 
 export { AGE_DEFAULT_WORK_FACTOR } from "./age.js";
 export { GZIP_DEFAULT_LEVEL } from "./gzip.js";
-export { type KeyContext, readStdinOnce } from "./key-sources.js";
+export { type KeyContext, readStdinOnce, stdinKeysRequested, useStdinForKeys } from "./key-sources.js";
 export { ZSTD_DEFAULT_LEVEL, ZSTD_DEFAULT_WORKERS } from "./zstd.js";
 export {
   type AgeCodecOptions,

@@ -20,10 +20,34 @@ export interface KeyContext {
 export interface SecretSources {
   readonly env?: string | undefined;
   readonly file?: string | undefined;
+  /** `keyFromStdin` in the options. */
   readonly stdin?: boolean | undefined;
+  /** The secret `--key-stdin` supplies (`useStdinForKeys`): the identity or private key, not a key's passphrase. */
+  readonly stdinOnRequest?: boolean | undefined;
+}
+
+/** Whether `sources` reads standard input, by option or by `useStdinForKeys()`. */
+function readsStdin(sources: SecretSources): boolean {
+  return Boolean(sources.stdin || (sources.stdinOnRequest && stdinForKeys));
 }
 
 let stdinText: Promise<string> | undefined;
+let stdinForKeys = false;
+
+/**
+ * Makes every key-using codec of this process also take its secret from standard input (the
+ * CLI's `--key-stdin`), in addition to the sources its options name: the age identity or
+ * passphrase (whichever the object was encrypted with), the OpenPGP private key. Call it before
+ * decoding; standard input is still read only once, when the first key is needed.
+ */
+export function useStdinForKeys(enabled = true): void {
+  stdinForKeys = enabled;
+}
+
+/** True when `useStdinForKeys()` is in effect. */
+export function stdinKeysRequested(): boolean {
+  return stdinForKeys;
+}
 
 /**
  * Reads standard input to its end, once per process: every later call gets the same text (a
@@ -40,7 +64,7 @@ export function readStdinOnce(): Promise<string> {
 
 /** True if any source is configured. */
 export function hasSource(sources: SecretSources): boolean {
-  return Boolean(sources.env || sources.file || sources.stdin);
+  return Boolean(sources.env || sources.file || readsStdin(sources));
 }
 
 /**
@@ -67,12 +91,12 @@ export async function readSecrets(
     texts.push(value);
   }
   if (sources.file) texts.push(readKeyFile(plugin, what, `${optionPrefix}File`, sources.file, context));
-  if (sources.stdin) {
+  if (readsStdin(sources)) {
     const text = await readStdinOnce();
     if (text.trim() === "") {
       throw configError(
         plugin,
-        `${what} is to come from standard input (keyFromStdin), which was empty`,
+        `${what} is to come from standard input (${sources.stdin ? "keyFromStdin" : "--key-stdin"}), which was empty`,
         "Pipe the key into lifeboat (lifeboat restore --key-stdin < key.txt), or configure a file or environment variable.",
       );
     }

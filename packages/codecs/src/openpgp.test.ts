@@ -241,5 +241,22 @@ console.log(size);
       timeout: 60_000,
     });
     expect(run.stdout.trim(), run.stderr).toBe(String(2 * db.byteLength));
+    // --key-stdin (useStdinForKeys) does the same for a codec configured with recipients only.
+    writeFileSync(
+      script,
+      readFileSync(script, "utf8")
+        .replace("import { openpgpCodec }", "import { openpgpCodec, useStdinForKeys }")
+        .replace(
+          "const codec = openpgpCodec({ keyFromStdin: true });",
+          `useStdinForKeys();\nconst codec = openpgpCodec({ recipients: [${JSON.stringify(keys.a.publicArmor)}] });`,
+        ),
+    );
+    const flagged = spawnSync(process.execPath, ["--conditions", "source", "--import", tsx, script], {
+      input: keys.a.secretArmor,
+      encoding: "utf8",
+      cwd: root,
+      timeout: 60_000,
+    });
+    expect(flagged.stdout.trim(), flagged.stderr).toBe(String(2 * db.byteLength));
   });
 });

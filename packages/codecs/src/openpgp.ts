@@ -99,6 +99,7 @@ export function openpgpCodec(
     env: options.privateKeyEnv,
     file: options.privateKeyFile,
     stdin: options.keyFromStdin,
+    stdinOnRequest: true,
   };
   const passphraseSources: SecretSources = { env: options.passphraseEnv, file: options.passphraseFile };
   let privateKeys: Promise<openpgp.PrivateKey[]> | undefined;

@@ -10,6 +10,7 @@ import { z } from "zod";
 import { corruptError, messageOf } from "./codec-errors.js";
 import { levelOf, type NamedCodec } from "./named-codec.js";
 import { InputWatch } from "./stream-adapters.js";
+import { compressOnThread, THREAD_THRESHOLD } from "./zstd-thread.js";
 
 type ZstdBinding = typeof import("zstd-napi/binding.js");
 // zstd-napi's binding is a CommonJS module whose exports ESM cannot name statically.
@@ -25,24 +26,55 @@ const zstdOptionsSchema = z.strictObject({
   level: z.number().int("level must be a whole number").min(1).max(19).optional(),
   /** zstd worker threads (0: compress on the calling thread). Output is a standard frame either way. */
   workers: z.number().int("workers must be a whole number").min(0).max(16).optional(),
+  /**
+   * Compress on a worker thread (default true), so reading, hashing, encryption and writing go on
+   * meanwhile. Streams under 1 MiB (most WAL segments) are compressed on the calling thread.
+   */
+  thread: z.boolean().optional(),
 });
 
 /** Options of a `type: zstd` codec. */
 export type ZstdCodecOptions = z.output<typeof zstdOptionsSchema>;
 
-/** A zstd codec at `level` (1-19, default 3). Decoding any level works. */
+/**
+ * A zstd codec at `level` (1-19, default 3). Encoding runs on a worker thread unless `thread` is
+ * false or the stream is under 1 MiB; the output is the same standard frame either way. Decoding
+ * any level works.
+ */
 export function zstdCodec(options: ZstdCodecOptions = {}): NamedCodec {
   const level = options.level ?? ZSTD_DEFAULT_LEVEL;
   const workers = options.workers ?? ZSTD_DEFAULT_WORKERS;
+  const thread = options.thread ?? true;
   return {
     spec: { type: "zstd", params: { level } },
     extension: ".zst",
-    encode: (input) => compress(input, level, workers),
+    encode: (input) => (thread ? compressLarge(input, level, workers) : compress(input, level, workers)),
     decode: (input, name) => decompress(input, name),
   };
 }
 
-async function* compress(input: ByteStream, level: number, workers: number): ByteStream {
+/** Takes up to THREAD_THRESHOLD bytes; a stream that ends there is compressed here, a longer one on a thread. */
+async function* compressLarge(input: ByteStream, level: number, workers: number): ByteStream {
+  const iterator = input[Symbol.asyncIterator]();
+  const head: Uint8Array[] = [];
+  let bytes = 0;
+  while (bytes < THREAD_THRESHOLD) {
+    const next = await iterator.next();
+    if (next.done) {
+      yield* compress(head, level, workers);
+      return;
+    }
+    head.push(next.value);
+    bytes += next.value.byteLength;
+  }
+  yield* compressOnThread(head, iterator, level, workers);
+}
+
+async function* compress(
+  input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  level: number,
+  workers: number,
+): ByteStream {
   const cctx = new binding.CCtx();
   cctx.setParameter(binding.CParameter.compressionLevel, level);
   cctx.setParameter(binding.CParameter.checksumFlag, 1);

@@ -22,9 +22,10 @@ export interface Codec {
   encode(input: ByteStream): ByteStream;
   /**
    * Streaming inverse. Throws `CORRUPT_BACKUP` on tampered or truncated input and a
-   * `CONFIG_INVALID` error naming the missing key when it cannot decrypt.
+   * `CONFIG_INVALID` error naming the missing key when it cannot decrypt. `name` is the stored
+   * object's key, for those messages (optional: older plugins ignore it).
    */
-  decode(input: ByteStream): ByteStream;
+  decode(input: ByteStream, name?: string): ByteStream;
 }
 
 /** Applies a chain of codecs in order (encode) or reverse order (decode). */
@@ -32,6 +33,7 @@ export function encodeChain(codecs: readonly Codec[], input: ByteStream): ByteSt
   return codecs.reduce((stream, codec) => codec.encode(stream), input);
 }
 
-export function decodeChain(codecs: readonly Codec[], input: ByteStream): ByteStream {
-  return codecs.reduceRight((stream, codec) => codec.decode(stream), input);
+/** Decodes with `codecs` in reverse order; `name` (the object's key) goes into their errors. */
+export function decodeChain(codecs: readonly Codec[], input: ByteStream, name?: string): ByteStream {
+  return codecs.reduceRight((stream, codec) => codec.decode(stream, name), input);
 }

@@ -11,6 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
+  type Codec,
   type ConfirmOptions,
   checkRestoredFile,
   confirmRestore,
@@ -340,7 +341,7 @@ async function applySegments(
   // Fetch ahead into temp files next to the output (constant memory, whatever a segment's size);
   // each is decoded from its file while later ones download.
   const spill = await mkdtemp(join(dirname(file), ".lifeboat-segments-"));
-  const fetched = new Map<number, Promise<string>>();
+  const fetched = new Map<number, Promise<{ file: string; codecs: Codec[] }>>();
   const fetch = (i: number) => {
     const seg = choice.segments[i];
     if (!seg || fetched.has(i)) return;
@@ -361,10 +362,12 @@ async function applySegments(
           }
           codecs.push(codec);
         }
-        await pipeline(Readable.from(decodeChain(codecs, object.body)), createWriteStream(target, { mode: 0o600 }));
+        // The object as stored: decrypted data never reaches a temp file. With codecs it is
+        // decoded twice, to check it and to apply it.
+        await pipeline(object.body, createWriteStream(target, { mode: 0o600 }));
         // Checked whole before any of it is applied: a restore may stop inside a segment.
-        await verifySegmentFile(target, seg.key);
-        return target;
+        await verifySegmentTrailer(decodeChain(codecs, createReadStream(target), seg.key), seg.key);
+        return { file: target, codecs };
       })(),
     );
     fetched.get(i)!.catch(() => {});
@@ -373,9 +376,12 @@ async function applySegments(
     for (let i = 0; i < choice.segments.length && !stop; i++) {
       for (let k = i; k < i + prefetch; k++) fetch(k);
       const seg = choice.segments[i]!;
-      const segmentFile = await fetched.get(i)!;
+      const spilled = await fetched.get(i)!;
       fetched.delete(i);
-      const decoded = await decodeSegment(createReadStream(segmentFile), seg.key);
+      const decoded = await decodeSegment(
+        decodeChain(spilled.codecs, createReadStream(spilled.file), seg.key),
+        seg.key,
+      );
       if (decoded.header.pageSize !== pageSize) {
         throw new LifeboatError(
           ErrorCodes.CORRUPT_BACKUP,
@@ -438,18 +444,25 @@ async function applySegments(
 }
 
 /** Checks a segment file's sha256 trailer (the last 32 bytes cover everything before them). */
-async function verifySegmentFile(file: string, name: string): Promise<void> {
-  const { size } = await stat(file);
+async function verifySegmentTrailer(source: AsyncIterable<Uint8Array>, name: string): Promise<void> {
+  // Everything but the last 32 bytes is hashed; those 32 are the trailer.
   const hash = createHash("sha256");
-  if (size > 32) for await (const chunk of createReadStream(file, { end: size - 33 })) hash.update(chunk as Buffer);
-  const handle = await open(file, "r");
-  const trailer = Buffer.alloc(32);
-  try {
-    await handle.read(trailer, 0, 32, Math.max(0, size - 32));
-  } finally {
-    await handle.close();
+  let tail: Buffer = Buffer.alloc(0);
+  let size = 0;
+  for await (const chunk of source) {
+    size += chunk.byteLength;
+    if (chunk.byteLength >= 32) {
+      hash.update(tail);
+      hash.update(chunk.subarray(0, chunk.byteLength - 32));
+      tail = Buffer.from(chunk.subarray(chunk.byteLength - 32));
+    } else {
+      const joined = Buffer.concat([tail, chunk]);
+      const keep = Math.min(32, joined.byteLength);
+      hash.update(joined.subarray(0, joined.byteLength - keep));
+      tail = joined.subarray(joined.byteLength - keep);
+    }
   }
-  if (size <= 32 || !trailer.equals(hash.digest())) {
+  if (size <= 32 || !tail.equals(hash.digest())) {
     throw new LifeboatError(
       ErrorCodes.CORRUPT_BACKUP,
       `WAL segment ${name} is corrupt: its sha256 trailer does not match.`,

@@ -12,10 +12,10 @@ import {
 import { restoreToPoint } from "@lifeboat/wal";
 import { type Command, Option } from "commander";
 import { loadLifeboat } from "../load.js";
-import { type CommonFlags, withCommon } from "../main.js";
+import { type CommonFlags, type KeyStdinFlags, withCommon, withKeyStdin } from "../main.js";
 import { createOutput, formatBytes, type Output, table } from "../output.js";
 
-interface Flags extends CommonFlags {
+interface Flags extends CommonFlags, KeyStdinFlags {
   readonly fromBackup?: string;
   readonly at?: string;
   readonly format?: "dir" | "zip";
@@ -28,7 +28,7 @@ interface Flags extends CommonFlags {
 }
 
 export function registerExport(program: Command): void {
-  withCommon(program.command("export"))
+  withKeyStdin(withCommon(program.command("export")))
     .description(
       "write a readable CSV copy of a database (a directory or a ZIP), to open in a spreadsheet or import back",
     )

@@ -2,11 +2,11 @@ import { ErrorCodes, LifeboatError, parseTime, type RestoreResult } from "@lifeb
 import { type PointInTimeResult, restoreToPoint } from "@lifeboat/wal";
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
-import { type CommonFlags, withCommon } from "../main.js";
+import { type CommonFlags, type KeyStdinFlags, withCommon, withKeyStdin } from "../main.js";
 import { createOutput, formatBytes, table } from "../output.js";
 import { ask, canAsk } from "../prompt.js";
 
-interface Flags extends CommonFlags {
+interface Flags extends CommonFlags, KeyStdinFlags {
   readonly backup?: string;
   readonly latest?: boolean;
   readonly output?: string;
@@ -22,7 +22,7 @@ interface Flags extends CommonFlags {
 }
 
 export function registerRestore(program: Command): void {
-  withCommon(program.command("restore"))
+  withKeyStdin(withCommon(program.command("restore")))
     .description("restore a backup over the database (or to --output), safely")
     .argument("[db]", "database name or path (default: the only database in the config)")
     .option("-b, --backup <id>", "the backup to restore (an id or a unique prefix; see lifeboat list)")

@@ -1,16 +1,16 @@
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
-import { type CommonFlags, withCommon } from "../main.js";
+import { type CommonFlags, type KeyStdinFlags, withCommon, withKeyStdin } from "../main.js";
 import { createOutput } from "../output.js";
 
-interface Flags extends CommonFlags {
+interface Flags extends CommonFlags, KeyStdinFlags {
   readonly from?: string;
   readonly to?: string[];
   readonly checksumsOnly?: boolean;
 }
 
 export function registerVerify(program: Command): void {
-  withCommon(program.command("verify"))
+  withKeyStdin(withCommon(program.command("verify")))
     .description("re-read every stored backup, check checksums, and test-restore the newest one")
     .argument("[db]", "database name or path; default: every database")
     .option("--from <target>", "only this target")
