@@ -320,7 +320,7 @@ export async function download(
     });
     const decoded: ByteStream = plain
       ? tally(object.body, stored)
-      : tally(decodeChain(codecs, tally(object.body, stored)), content);
+      : tally(decodeChain(codecs, tally(object.body, stored), manifest.object.key), content);
     for await (const chunk of coalesce(decoded, 4 * 1024 * 1024)) {
       try {
         await handle.write(chunk);

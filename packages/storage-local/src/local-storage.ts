@@ -43,6 +43,7 @@ import {
   STORAGE_API_VERSION,
   type StorageCapabilities,
   type StorageTarget,
+  WriteBehind,
 } from "@lifeboat/core";
 
 const PLUGIN = "local";
@@ -200,7 +201,16 @@ class LocalStorage implements StorageTarget {
     let handle: FileHandle | undefined;
     try {
       handle = await this.#openTemp(temp);
-      const written = await writeBody(handle, body, signal, abortError, contentLength);
+      const writeBehind = new WriteBehind(handle);
+      let written: number;
+      try {
+        written = await writeBody(handle, body, signal, abortError, contentLength, writeBehind);
+      } catch (error) {
+        await writeBehind.settle().catch(() => {});
+        throw error;
+      }
+      // A failed background flush must fail the put: the fsync below might not see that error again.
+      await writeBehind.settle();
       if (contentLength !== undefined && written !== contentLength) {
         throw new LifeboatError(
           ErrorCodes.STORAGE_ERROR,
@@ -861,6 +871,7 @@ async function writeBody(
   signal: AbortSignal | undefined,
   abortError: () => LifeboatError,
   contentLength: number | undefined,
+  writeBehind: WriteBehind,
 ): Promise<number> {
   if (body instanceof Uint8Array) {
     await writeFully(handle, body);
@@ -898,9 +909,11 @@ async function writeBody(
         if (staged > 0) await writeFully(handle, stage.subarray(0, staged));
         staged = 0;
         await writeFully(handle, chunk);
+        writeBehind.wrote(chunk.byteLength);
       } else {
         if (staged + chunk.byteLength > STAGE_BYTES) {
           await writeFully(handle, stage.subarray(0, staged));
+          writeBehind.wrote(staged);
           staged = 0;
         }
         stage.set(chunk, staged);
