@@ -1,7 +1,6 @@
 /** Builds a Lifeboat from --config, or from a database path and --to locations without a config. */
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { readStdinOnce, useStdinForKeys } from "@lifeboat/codecs";
 import {
   createLifeboat,
   ErrorCodes,
@@ -11,7 +10,7 @@ import {
   loadConfigFile,
   PluginRegistry,
 } from "@lifeboat/core";
-import { builtinPlugins } from "./plugins.js";
+import { builtinPlugins, pluginNeeds } from "./plugins.js";
 
 export interface LoadOptions {
   readonly config?: string;
@@ -19,6 +18,11 @@ export interface LoadOptions {
   readonly to?: readonly string[];
   /** `--key-stdin`: key-using codecs also take their secret from standard input. */
   readonly keyStdin?: boolean;
+  /**
+   * The command never reads stored objects (backup): codec plugins are loaded only if the config
+   * lists codecs. Default false: restore, verify and the daemon's drills decode what manifests name.
+   */
+  readonly writesOnly?: boolean;
 }
 
 export const DEFAULT_CONFIG = "lifeboat.yml";
@@ -31,10 +35,11 @@ export async function loadLifeboat(database: string | undefined, options: LoadOp
         hint: "Example: lifeboat backup app.db --to ./backups",
       });
     }
-    const registry = new PluginRegistry(builtinPlugins);
+    const plugins = await builtinPlugins(pluginNeeds(undefined, !options.writesOnly, options.to));
+    const registry = new PluginRegistry(plugins);
     const targets = options.to.map((spec) => targetFromSpec(spec, registry));
     const config: LifeboatConfig = { databases: [{ path: resolve(database), targets }] };
-    return createLifeboat({ config, plugins: builtinPlugins, baseDir: process.cwd() });
+    return createLifeboat({ config, plugins, baseDir: process.cwd() });
   }
   const path = resolve(options.config ?? DEFAULT_CONFIG);
   if (!options.config && !existsSync(path) && database) {
@@ -47,7 +52,8 @@ export async function loadLifeboat(database: string | undefined, options: LoadOp
     );
   }
   const loaded = loadConfigFile(path);
-  return createLifeboat({ config: loaded.config, plugins: builtinPlugins, baseDir: loaded.baseDir });
+  const plugins = await builtinPlugins(pluginNeeds(loaded.config, !options.writesOnly));
+  return createLifeboat({ config: loaded.config, plugins, baseDir: loaded.baseDir });
 }
 
 /** `./backups` or `/abs/dir` is a local target; `scheme://...` goes to the plugin for that scheme. */
@@ -72,6 +78,7 @@ function targetFromSpec(spec: string, registry: PluginRegistry): { type: string;
 async function keysFromStdin(): Promise<void> {
   const hint =
     "Pipe the key in, e.g. lifeboat restore --key-stdin < key.txt (an age identity from age-keygen, an age passphrase, or an armored OpenPGP private key).";
+  const { readStdinOnce, useStdinForKeys } = await import("@lifeboat/codecs");
   if (process.stdin.isTTY) {
     throw new LifeboatError(
       ErrorCodes.INVALID_ARGUMENT,

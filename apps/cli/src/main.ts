@@ -2,24 +2,6 @@
 import { readFileSync } from "node:fs";
 import { ErrorCodes, LifeboatError } from "@lifeboat/core";
 import { Command, CommanderError, Option } from "commander";
-import { registerBackup } from "./commands/backup.js";
-import { registerCheck } from "./commands/check.js";
-import { registerClone } from "./commands/clone.js";
-import { registerDelete } from "./commands/delete.js";
-import { registerDemo } from "./commands/demo.js";
-import { registerExec } from "./commands/exec.js";
-import { registerExport } from "./commands/export.js";
-import { registerHealth } from "./commands/health.js";
-import { registerImport } from "./commands/import.js";
-import { registerInit } from "./commands/init.js";
-import { registerList } from "./commands/list.js";
-import { registerMark } from "./commands/mark.js";
-import { registerProtect } from "./commands/protect.js";
-import { registerPrune } from "./commands/prune.js";
-import { registerReplicate } from "./commands/replicate.js";
-import { registerRestore } from "./commands/restore.js";
-import { registerServe } from "./commands/serve.js";
-import { registerVerify } from "./commands/verify.js";
 import { exitCodeFor } from "./output.js";
 
 const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string })
@@ -49,6 +31,52 @@ export interface KeyStdinFlags {
   readonly keyStdin?: boolean;
 }
 
+type Register = (program: Command) => void;
+
+/** Command name -> the module that registers it (in help order). */
+const COMMANDS: Readonly<Record<string, () => Promise<Register>>> = (() => {
+  const init = async () => (await import("./commands/init.js")).registerInit;
+  const backup = async () => (await import("./commands/backup.js")).registerBackup;
+  const list = async () => (await import("./commands/list.js")).registerList;
+  const restore = async () => (await import("./commands/restore.js")).registerRestore;
+  const verify = async () => (await import("./commands/verify.js")).registerVerify;
+  const prune = async () => (await import("./commands/prune.js")).registerPrune;
+  const replicate = async () => (await import("./commands/replicate.js")).registerReplicate;
+  const serve = async () => (await import("./commands/serve.js")).registerServe;
+  const health = async () => (await import("./commands/health.js")).registerHealth;
+  const protect = async () => (await import("./commands/protect.js")).registerProtect;
+  const mark = async () => (await import("./commands/mark.js")).registerMark;
+  const check = async () => (await import("./commands/check.js")).registerCheck;
+  const exec = async () => (await import("./commands/exec.js")).registerExec;
+  const del = async () => (await import("./commands/delete.js")).registerDelete;
+  const clone = async () => (await import("./commands/clone.js")).registerClone;
+  const exp = async () => (await import("./commands/export.js")).registerExport;
+  const imp = async () => (await import("./commands/import.js")).registerImport;
+  const demo = async () => (await import("./commands/demo.js")).registerDemo;
+  return {
+    init,
+    backup,
+    list,
+    restore,
+    verify,
+    prune,
+    replicate,
+    serve,
+    health,
+    protect,
+    unprotect: protect,
+    status: protect,
+    mark,
+    check,
+    exec,
+    delete: del,
+    clone,
+    export: exp,
+    import: imp,
+    demo,
+  };
+})();
+
 export async function main(argv: readonly string[]): Promise<number> {
   const program = new Command("lifeboat")
     .description("Keeps SQLite databases safe: verified backups, continuous archiving, point-in-time restore.")
@@ -56,28 +84,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
   const json = argv.includes("--json");
-  for (const register of [
-    registerInit,
-    registerBackup,
-    registerList,
-    registerRestore,
-    registerVerify,
-    registerPrune,
-    registerReplicate,
-    registerServe,
-    registerHealth,
-    registerProtect,
-    registerMark,
-    registerCheck,
-    registerExec,
-    registerDelete,
-    registerClone,
-    registerExport,
-    registerImport,
-    registerDemo,
-  ]) {
-    register(program);
-  }
+  // Only the named command's module is loaded (each pulls in its packages: S3, OpenPGP, the
+  // daemon...), which keeps start-up short; help and unknown commands load them all.
+  const name = argv[2];
+  const named = name !== undefined && Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  const version = name === "-V" || name === "--version";
+  const modules = named ? [named] : version ? [] : [...new Set(Object.values(COMMANDS))];
+  for (const load of modules) (await load())(program);
   try {
     await program.parseAsync([...argv]);
     return typeof process.exitCode === "number" ? process.exitCode : 0;

@@ -25,7 +25,7 @@ export function registerBackup(program: Command): void {
     )
     .action(async (db: string | undefined, flags: Flags) => {
       const out = createOutput(flags.json);
-      const lb = await loadLifeboat(db, flags);
+      const lb = await loadLifeboat(db, { ...flags, writesOnly: true });
       try {
         const names = db === undefined ? lb.databases : [flags.to ? lb.databases[0]! : db];
         const results: BackupResult[] = [];
