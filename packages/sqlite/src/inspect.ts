@@ -9,7 +9,7 @@ import { quoteIdentifier } from "./database-file.js";
 /** Tables that may hold the environment marker, in the order they are tried. */
 export const ENVIRONMENT_TABLES = ["_lifeboat_environment", "_environment", "ar_internal_metadata"] as const;
 const ENVIRONMENT_KEYS = ["environment", "env"];
-const MAX_INTEGRITY_MESSAGES = 100;
+export const MAX_INTEGRITY_MESSAGES = 100;
 
 /**
  * Describes the database `db` is connected to. Call inside a read transaction for a consistent
@@ -98,6 +98,14 @@ export function runIntegrityCheck(db: Database.Database, mode: IntegrityMode): I
   if (mode === "off") return { check: "none", ok: true, messages: [] };
   const check = mode === "full" ? "integrity_check" : "quick_check";
   const messages = db.prepare(`PRAGMA ${check}(${MAX_INTEGRITY_MESSAGES})`).pluck().all() as string[];
+  return integrityResultFrom(check, messages);
+}
+
+/** The result of an integrity check from the rows it returned (a single "ok" row means intact). */
+export function integrityResultFrom(
+  check: "integrity_check" | "quick_check",
+  messages: readonly string[],
+): IntegrityResult {
   const ok = messages.length === 1 && messages[0] === "ok";
   return { check, ok, messages: ok ? [] : messages.slice(0, MAX_INTEGRITY_MESSAGES) };
 }

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { closeSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { Snapshot } from "@lifeboat/core";
 import Database from "better-sqlite3";
@@ -115,6 +115,42 @@ describe("snapshot of a WAL database", () => {
     expect(checks.description.sizeBytes).toBe(statSync(image).size);
     expect(truncateCheckpoint(db).busy, "released after the checks").toBe(0);
     await expect(snap.completeChecks!()).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+  });
+
+  it("with deferChecks on a large database, checks on another thread the very snapshot it streams", async () => {
+    const { path, db } = liveWal();
+    db.exec(
+      `CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) ${series(400)} SELECT randomblob(300) FROM s`,
+    );
+    const snap = await source.snapshot(path, { integrity: "full", deferChecks: true, parallelCheckMinBytes: 0 });
+    expect(snap.checkedInParallel).toBe(true);
+    expect(snap.writeLockMs).toBeGreaterThan(0);
+    // Commits while the thread checks and the body streams: neither sees them.
+    db.exec(`DELETE FROM t WHERE id % 2 = 0; INSERT INTO t(v) ${series(50)} SELECT randomblob(10) FROM s`);
+    const image = join(dir, "parallel.db");
+    await writeBody(snap, image);
+    const checks = await snap.completeChecks!();
+    expect(checks.integrity).toEqual({ check: "integrity_check", ok: true, messages: [] });
+    expect(checks.description.tables).toEqual([{ name: "t", rows: 400 }]);
+    expect(dumpFile(image).integrity).toEqual(["ok"]);
+    expect(truncateCheckpoint(db).busy, "released after the checks").toBe(0);
+  });
+
+  it("with deferChecks, a damaged database fails the check run on the other thread", async () => {
+    const path = join(dir, "damaged.db");
+    const db = new Database(path);
+    db.exec(`CREATE TABLE t(x); INSERT INTO t(x) ${series(600)} SELECT randomblob(100) FROM s`);
+    db.close();
+    const bytes = readFileSync(path);
+    bytes.fill(0x41, 4096 * 2 + 8, 4096 * 2 + 64); // cell pointers of a b-tree page
+    writeFileSync(path, bytes);
+    const snap = await source.snapshot(path, { deferChecks: true, parallelCheckMinBytes: 0 });
+    expect(snap.checkedInParallel).toBe(true);
+    await writeBody(snap, join(dir, "damaged-image.db"));
+    const checks = await snap.completeChecks!().catch((error: unknown) => error);
+    // quick_check reports the damage, or counting rows trips over it first: either way not "ok".
+    if (checks instanceof Error) expect(checks).toMatchObject({ code: expect.any(String) });
+    else expect((checks as { integrity: { ok: boolean } }).integrity.ok).toBe(false);
   });
 
   it("is truncated to the commit's page count when the database shrank in the WAL", async () => {

@@ -21,7 +21,7 @@
  * Rollback-journal mode: B's read transaction holds a SHARED lock, so nobody commits while the
  * file is read. Writers wait (up to their busy timeout) for as long as the snapshot is held.
  */
-import { accessSync, closeSync, constants, fstatSync, openSync } from "node:fs";
+import { accessSync, closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import {
   ErrorCodes,
@@ -43,6 +43,7 @@ import {
 } from "./database-file.js";
 import { describeConnection, runIntegrityCheck } from "./inspect.js";
 import { keptDescriptor, readAt, readAtSync } from "./kept-descriptors.js";
+import { PARALLEL_CHECK_MIN_BYTES, ParallelCheck } from "./parallel-check.js";
 import { readWalIndexHeader, type WalIndexHeader } from "./wal-index.js";
 import { buildWalPageIndex, parseWalHeader, WAL_HEADER_SIZE, type WalHeader, type WalPosition } from "./wal-reader.js";
 
@@ -64,6 +65,8 @@ export interface SqliteSnapshot extends Snapshot {
   readonly walPosition: WalPosition | null;
   /** How long the snapshot held the write lock, in milliseconds (0 when it did not take it). */
   readonly writeLockMs: number;
+  /** The deferred integrity check runs on another thread while the body is read. */
+  readonly checkedInParallel: boolean;
 }
 
 export interface SqliteSnapshotOptions extends SnapshotOptions {
@@ -71,6 +74,8 @@ export interface SqliteSnapshotOptions extends SnapshotOptions {
   readonly busyTimeoutMs?: number;
   /** Bytes per yielded chunk, rounded down to whole pages. Default 4 MiB. */
   readonly chunkSize?: number;
+  /** Deferred checks of files at least this big run on another thread. Default 64 MiB. */
+  readonly parallelCheckMinBytes?: number;
 }
 
 /** Takes a consistent snapshot of the database at `path` (see the module comment). */
@@ -80,27 +85,42 @@ export async function takeSnapshot(path: string, options: SqliteSnapshotOptions 
   const busyTimeoutMs = options.busyTimeoutMs ?? BUSY_TIMEOUT_MS;
   const reader = openReadOnly(path, OPERATION, busyTimeoutMs);
   let released = false;
+  let checker: ParallelCheck | null = null;
   const release = (): void => {
     if (released) return;
     released = true;
     options.signal?.removeEventListener("abort", release);
+    checker?.cancel();
     closeQuietly(reader);
   };
   try {
     const journalMode = String(reader.pragma("journal_mode", { simple: true })).toLowerCase();
+    const defer = options.deferChecks === true;
+    const mode = options.integrity ?? "quick";
+    // Deferred checks of a large database run on another thread while the body streams.
+    if (defer && mode !== "off" && statSync(path).size >= (options.parallelCheckMinBytes ?? PARALLEL_CHECK_MIN_BYTES)) {
+      checker = await ParallelCheck.open(path, mode, busyTimeoutMs);
+    }
+    const pinChecker = async () => (checker ? checker.pin() : false);
     let pinned: PinnedWal | null = null;
+    let checkerPinned = false;
     if (journalMode === "wal") {
-      pinned = pinWalSnapshot(path, reader, busyTimeoutMs);
+      pinned = await pinWalSnapshot(path, reader, busyTimeoutMs, pinChecker);
+      checkerPinned = pinned.whileFixedDone;
     } else {
       reader.exec("BEGIN");
       reader.prepare("SELECT count(*) FROM sqlite_schema").get();
+      checkerPinned = await pinChecker(); // B's SHARED lock keeps every writer out meanwhile
     }
-    const defer = options.deferChecks === true;
+    if (!checkerPinned) {
+      checker?.cancel();
+      checker = null;
+    }
     // Deferred: only what streaming needs now; the B-tree walks run after the body warmed the cache.
     const description = describeConnection(reader, path, !defer);
     const integrity: IntegrityResult = defer
       ? { check: "none", ok: true, messages: [] }
-      : runIntegrityCheck(reader, options.integrity ?? "quick");
+      : runIntegrityCheck(reader, mode);
 
     let pages: ReadonlyMap<number, number> | null = null;
     let walHeader: WalHeader | null = null;
@@ -171,7 +191,11 @@ export async function takeSnapshot(path: string, options: SqliteSnapshotOptions 
         if (checked.pageCount !== description.pageCount || checked.pageSize !== description.pageSize) {
           throw inconsistent(path, "the page count changed inside the read transaction");
         }
-        return { description: checked, integrity: runIntegrityCheck(reader, options.integrity ?? "quick") };
+        // The thread's result, or (if it failed) the check on B itself.
+        const integrity = checker
+          ? await checker.result().catch(() => runIntegrityCheck(reader, mode))
+          : runIntegrityCheck(reader, mode);
+        return { description: checked, integrity };
       } catch (error) {
         throw sqliteError(error, path, OPERATION);
       } finally {
@@ -186,6 +210,7 @@ export async function takeSnapshot(path: string, options: SqliteSnapshotOptions 
       release,
       walPosition,
       writeLockMs: pinned?.writeLockMs ?? 0,
+      checkedInParallel: checker !== null,
     };
   } catch (error) {
     release();
@@ -198,13 +223,21 @@ interface PinnedWal {
   /** The WAL index header as of B's snapshot. */
   readonly index: WalIndexHeader;
   readonly writeLockMs: number;
+  /** `whileFixed` ran under the write lock and said it succeeded. */
+  readonly whileFixedDone: boolean;
 }
 
 /**
  * Starts B's read transaction and learns which WAL frame it sees. Returns with B inside its read
- * transaction and the write lock released.
+ * transaction and the write lock released. `whileFixed` runs while the write lock is still held
+ * (only when it was obtained): another connection pinned then sees B's snapshot.
  */
-function pinWalSnapshot(path: string, reader: Database.Database, busyTimeoutMs: number): PinnedWal {
+async function pinWalSnapshot(
+  path: string,
+  reader: Database.Database,
+  busyTimeoutMs: number,
+  whileFixed: () => Promise<boolean>,
+): Promise<PinnedWal> {
   const shmPath = `${path}-shm`;
   let writer: Database.Database | undefined;
   // SQLite silently opens files it may not write read-only (and better-sqlite3 does not say so);
@@ -236,11 +269,14 @@ function pinWalSnapshot(path: string, reader: Database.Database, busyTimeoutMs: 
       }
       let before: WalIndexHeader | null;
       let after: WalIndexHeader | null;
+      let whileFixedDone = false;
       try {
         before = readWalIndexHeader(shmPath);
         reader.exec("BEGIN");
         reader.prepare("SELECT count(*) FROM sqlite_schema").get();
         after = readWalIndexHeader(shmPath);
+        if (writer?.inTransaction && before && after && before.raw.equals(after.raw))
+          whileFixedDone = await whileFixed();
       } finally {
         if (writer?.inTransaction) {
           writer.exec("ROLLBACK");
@@ -248,7 +284,7 @@ function pinWalSnapshot(path: string, reader: Database.Database, busyTimeoutMs: 
         }
       }
       if (before && after && before.raw.equals(after.raw)) {
-        return { index: after, writeLockMs };
+        return { index: after, writeLockMs, whileFixedDone };
       }
       reader.exec("ROLLBACK");
       if (!before && !after) {
