@@ -35,6 +35,8 @@ const retention = z.strictObject({
   keepDaily: z.number().int().min(1).optional(),
   keepWeekly: z.number().int().min(1).optional(),
   keepMonthly: z.number().int().min(1).optional(),
+  /** Keep every moment of this last duration restorable (snapshots plus WAL segments), e.g. 7d. */
+  keepPointInTime: duration.optional(),
 });
 
 /** Allowed values of each cron field; `names` are the three-letter month and weekday names. */

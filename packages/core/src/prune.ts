@@ -4,18 +4,21 @@
  * earliest good snapshot of the newest generation and of the live WAL chain, and the snapshot
  * each one's latest state is restored from. Deletion order keeps every listing consistent:
  * manifests first (a snapshot without its manifest is invisible), then objects and verification
- * records, then every object of a generation left without any snapshot.
+ * records, then every object of a generation left without any snapshot, then WAL segments no kept
+ * snapshot needs (those ending before a generation's earliest kept snapshot). `keepPointInTime`
+ * keeps the snapshots every moment of its window restores from (`pointInTimeProtected`).
  */
 import type { DatabaseContext, OperationOptions } from "./context.js";
 import { ErrorCodes, LifeboatError } from "./errors.js";
-import { keys, parseManifestKey, parseSegmentKey } from "./layout.js";
+import { keys, parseManifestKey, parseSegmentKey, type SegmentKeyInfo } from "./layout.js";
 import { Repository, type StoredSnapshot } from "./repository.js";
 import {
-  type ChainSegment,
   chainProtectedSnapshots,
   planRetention,
+  pointInTimeProtected,
   policyFromConfig,
   type RetentionPolicy,
+  removableSegments,
 } from "./retention.js";
 
 export interface PruneOptions extends OperationOptions {
@@ -32,6 +35,8 @@ export interface PruneTargetResult {
   readonly remove: readonly { readonly id: string; readonly createdAt: string; readonly sizeBytes: number }[];
   /** Snapshots the policy alone would have removed, kept as WAL chain bases. */
   readonly protected: readonly { readonly id: string; readonly reason: string }[];
+  /** WAL segments no kept snapshot needs (deleted unless a dry run). */
+  readonly segments: { readonly remove: number; readonly bytes: number };
   readonly deletedObjects: number;
   readonly error?: LifeboatError;
 }
@@ -59,7 +64,15 @@ export async function prune(db: DatabaseContext, options: PruneOptions = {}): Pr
           : new LifeboatError(ErrorCodes.STORAGE_ERROR, `Pruning ${db.name} on ${named.name}: ${String(error)}`, {
               cause: error,
             });
-      results.push({ target: named.name, keep: [], remove: [], protected: [], deletedObjects: 0, error: wrapped });
+      results.push({
+        target: named.name,
+        keep: [],
+        remove: [],
+        protected: [],
+        segments: { remove: 0, bytes: 0 },
+        deletedObjects: 0,
+        error: wrapped,
+      });
     }
   }
   const result: PruneResult = { dryRun: !options.apply, targets: results };
@@ -86,12 +99,12 @@ async function pruneTarget(
 ): Promise<PruneTargetResult> {
   const call = options.signal ? { signal: options.signal } : {};
   const manifestGenerations = new Map<string, string>(); // every manifest key -> generation, readable or not
-  const segments: ChainSegment[] = [];
+  const segments: (SegmentKeyInfo & { readonly size: number })[] = [];
   for await (const info of repo.target.list(keys.generations(db.name), call)) {
     const manifest = parseManifestKey(info.key);
     if (manifest) manifestGenerations.set(info.key, manifest.generation);
     const segment = parseSegmentKey(info.key);
-    if (segment) segments.push(segment);
+    if (segment) segments.push({ ...segment, size: info.size });
   }
   const { snapshots } = await repo.listSnapshots(call);
   const okOf = (s: StoredSnapshot) => s.manifest.integrity.ok && (s.verification?.ok ?? true);
@@ -100,18 +113,26 @@ async function pruneTarget(
     policy,
     options.now ?? Date.now(),
   );
-  const guarded = chainProtectedSnapshots(
-    snapshots.map((s) => ({
-      id: s.manifest.id,
-      generation: s.manifest.generation,
-      position: s.manifest.position,
-      ok: okOf(s),
-    })),
-    segments,
-  );
+  const chainSnapshots = snapshots.map((s) => ({
+    id: s.manifest.id,
+    generation: s.manifest.generation,
+    position: s.manifest.position,
+    ok: okOf(s),
+    createdAt: Date.parse(s.manifest.createdAt),
+  }));
+  const guarded = chainProtectedSnapshots(chainSnapshots, segments);
+  if (policy.keepPointInTimeMs !== undefined) {
+    const window = pointInTimeProtected(chainSnapshots, policy.keepPointInTimeMs, options.now ?? Date.now());
+    for (const [id, reason] of window) if (!guarded.has(id)) guarded.set(id, reason);
+  }
   const byId = new Map(snapshots.map((s) => [s.manifest.id, s]));
   const protectedIds = plan.remove.filter((id) => guarded.has(id));
   const removing = plan.remove.filter((id) => !guarded.has(id)).map((id) => byId.get(id)!);
+  const removingIds = new Set(removing.map((s) => s.manifest.id));
+  const unneeded = removableSegments(
+    segments,
+    chainSnapshots.filter((s) => !removingIds.has(s.id)),
+  );
   let deletedObjects = 0;
   if (options.apply && removing.length > 0) {
     const removedManifests = new Set(removing.map((s) => s.manifestKey));
@@ -133,6 +154,17 @@ async function pruneTarget(
       deletedObjects += rest.length;
     }
   }
+  if (options.apply && unneeded.length > 0) {
+    // After the snapshots: a listing never shows a kept snapshot without the segments it needs.
+    const gone = new Set(
+      removing
+        .map((s) => s.manifest.generation)
+        .filter((g) => !chainSnapshots.some((c) => c.generation === g && !removingIds.has(c.id))),
+    );
+    const left = unneeded.filter((s) => !gone.has(s.generation)).map((s) => s.key);
+    if (left.length > 0) await repo.target.delete(left, call);
+    deletedObjects += left.length;
+  }
   const keepIds = new Set([...plan.keep.map((k) => k.id), ...protectedIds]);
   return {
     target: repo.named.name,
@@ -150,6 +182,7 @@ async function pruneTarget(
       sizeBytes: s.manifest.object.size,
     })),
     protected: protectedIds.map((id) => ({ id, reason: guarded.get(id)! })),
+    segments: { remove: unneeded.length, bytes: unneeded.reduce((n, s) => n + s.size, 0) },
     deletedObjects,
   };
 }

@@ -12,6 +12,8 @@ export interface RetentionPolicy {
   readonly keepDaily?: number;
   readonly keepWeekly?: number;
   readonly keepMonthly?: number;
+  /** Keep every moment of the last this-many ms restorable (snapshot plus WAL segments). */
+  readonly keepPointInTimeMs?: number;
 }
 
 export interface RetentionItem {
@@ -35,6 +37,7 @@ export function policyFromConfig(config: RetentionConfig | undefined): Retention
     ...(config.keepDaily !== undefined ? { keepDaily: config.keepDaily } : {}),
     ...(config.keepWeekly !== undefined ? { keepWeekly: config.keepWeekly } : {}),
     ...(config.keepMonthly !== undefined ? { keepMonthly: config.keepMonthly } : {}),
+    ...(config.keepPointInTime !== undefined ? { keepPointInTimeMs: parseDuration(config.keepPointInTime) } : {}),
   };
 }
 
@@ -49,7 +52,7 @@ export function planRetention(
 ): RetentionPlan {
   if (isEmptyPolicy(policy)) {
     throw new LifeboatError(ErrorCodes.INVALID_ARGUMENT, "No retention policy: nothing says what to keep.", {
-      hint: "Pass --keep-last N and/or --keep-within DURATION, or set `retention:` for the database in lifeboat.yml.",
+      hint: "Pass --keep-last N, --keep-within DURATION or --keep-point-in-time DURATION, or set `retention:` for the database in lifeboat.yml.",
     });
   }
   const newestFirst = [...items].sort((a, b) => b.createdAt - a.createdAt || b.id.localeCompare(a.id));
@@ -107,12 +110,79 @@ export interface ChainSnapshot {
   readonly position: number;
   /** Restorable: integrity ok and not marked damaged. */
   readonly ok: boolean;
+  /** Epoch ms (needed by `pointInTimeProtected`). */
+  readonly createdAt?: number;
 }
 
 export interface ChainSegment {
   readonly generation: string;
   readonly firstTxn: number;
   readonly lastTxn: number;
+}
+
+/**
+ * `keepPointInTime`: the snapshots that keep every moment since `now - windowMs` restorable. The
+ * generation that was current at the window's start keeps its newest good snapshot taken at or
+ * before that moment; every generation begun since keeps its earliest good snapshot. With the
+ * segments after them (see `removableSegments`), every moment of the window restores.
+ */
+export function pointInTimeProtected(
+  snapshots: readonly ChainSnapshot[],
+  windowMs: number,
+  now: number,
+): Map<string, string> {
+  const start = now - windowMs;
+  const reason = (generation: string) =>
+    `point-in-time recovery for the last ${formatWindow(windowMs)} (generation ${generation})`;
+  const byGeneration = new Map<string, ChainSnapshot[]>();
+  for (const s of snapshots) {
+    if (!s.ok) continue;
+    byGeneration.set(s.generation, [...(byGeneration.get(s.generation) ?? []), s]);
+  }
+  const generations = [...byGeneration.entries()]
+    .map(([generation, list]) => ({ generation, list: [...list].sort((a, b) => a.position - b.position) }))
+    .sort(
+      (a, b) => (a.list[0]!.createdAt ?? 0) - (b.list[0]!.createdAt ?? 0) || a.generation.localeCompare(b.generation),
+    );
+  const protect = new Map<string, string>();
+  const current = generations.filter((g) => (g.list[0]!.createdAt ?? 0) <= start).at(-1);
+  if (current) {
+    const base = [...current.list].reverse().find((s) => (s.createdAt ?? 0) <= start)!;
+    protect.set(base.id, reason(current.generation));
+  }
+  for (const g of generations) {
+    if ((g.list[0]!.createdAt ?? 0) > start) protect.set(g.list[0]!.id, reason(g.generation));
+  }
+  return protect;
+}
+
+/**
+ * Segments no kept snapshot needs: in a generation, those ending at or before the earliest kept
+ * snapshot's position (a restore starts from a snapshot and applies only later transactions);
+ * in a generation with no kept snapshot, all of them.
+ */
+export function removableSegments<S extends ChainSegment>(
+  segments: readonly S[],
+  kept: readonly Pick<ChainSnapshot, "generation" | "position">[],
+): S[] {
+  const earliest = new Map<string, number>();
+  for (const s of kept) earliest.set(s.generation, Math.min(earliest.get(s.generation) ?? Infinity, s.position));
+  return segments.filter((s) => {
+    const from = earliest.get(s.generation);
+    return from === undefined || s.lastTxn <= from;
+  });
+}
+
+function formatWindow(ms: number): string {
+  for (const [unit, size] of [
+    ["d", 86_400_000],
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1000],
+  ] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms} ms`;
 }
 
 /** Last transaction restorable without a gap when starting from `position` (the rule of `listGenerations`). */
@@ -151,11 +221,9 @@ export function chainProtectedSnapshots(
     if (generation === undefined) continue;
     const ordered = [...good.get(generation)!].sort((a, b) => a.position - b.position);
     const segs = segmentsOf(generation);
-    const earliest = ordered[0]!;
-    if (!protect.has(earliest.id)) protect.set(earliest.id, `earliest snapshot of ${label} (${generation})`);
     const reaches = ordered.map((s) => reachFrom(s.position, segs));
     const best = Math.max(...reaches);
-    const tail = ordered[reaches.indexOf(best)]!;
+    const tail = ordered[reaches.lastIndexOf(best)]!; // the newest one: fewest segments to apply
     if (!protect.has(tail.id)) protect.set(tail.id, `base of the latest restorable state of ${label} (${generation})`);
   }
   return protect;

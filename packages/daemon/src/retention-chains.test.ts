@@ -278,16 +278,16 @@ describe("retention through the daemon's prune path", () => {
             const chainGenerations = okGenerations.filter((g) => model.segments.some((s) => s.generation === g));
             for (const generation of [okGenerations.at(-1), chainGenerations.at(-1)]) {
               if (!generation) continue;
-              const earliest = model.snapshots
-                .filter((s) => s.ok && s.generation === generation)
-                .sort((a, b) => a.position - b.position)[0]!;
-              expect(after.ids.has(earliest.id), `earliest snapshot ${earliest.id} of ${generation}`).toBe(true);
-              // Every segment of the generation is still there, and the latest state is as restorable as before.
+              // The latest state is as restorable as before: its base snapshot and every segment after it stay.
               const before = model.segments.filter((s) => s.generation === generation);
               const left = after.segments.filter((s) => s.generation === generation);
-              expect(left.length).toBe(before.length);
               const remaining = model.snapshots.filter((s) => after.ids.has(s.id));
               expect(latestReach(remaining, left, generation)).toBe(latestReach(model.snapshots, before, generation));
+              // Only segments that end before every kept snapshot of the generation are gone.
+              const from = Math.min(...remaining.filter((s) => s.generation === generation).map((s) => s.position));
+              expect(left.length, `segments of ${generation} after ${from}`).toBe(
+                before.filter((s) => s.lastTxn > from).length,
+              );
             }
 
             // The daemon removes only what the policy removes, and keeps beyond it only chain bases.
@@ -339,9 +339,12 @@ describe("retention through the daemon's prune path", () => {
     expect((await stored(db)).ids.size).toBe(3);
 
     const result = await pruneKeepingChains(db, { policy: { keepLast: 1 }, apply: true, now: model.end });
-    const chain = model.snapshots[0]!;
+    // The chain's newest snapshot restores its latest state with the fewest segments: it stays;
+    // the chain's first snapshot and the 4 transactions' segment before the kept one go.
+    const chain = model.snapshots[1]!;
     expect(result.targets[0]!.protected).toEqual([{ id: chain.id, reason: expect.stringContaining("live WAL chain") }]);
-    expect(result.targets[0]!.remove.map((r) => r.id)).toEqual([model.snapshots[1]!.id]);
+    expect(result.targets[0]!.remove.map((r) => r.id)).toEqual([model.snapshots[0]!.id]);
+    expect(result.targets[0]!.segments.remove).toBe(1);
     const generations = await listGenerations(new Repository(db.targets[0]!, "app"));
     const live = generations.find((g) => g.generation === chain.generation)!;
     expect(live.continuousTo).toBe(10);
@@ -384,5 +387,67 @@ describe("retention through the daemon's prune path", () => {
     expect(restored.txn).toBe(replicator.txn);
     expect(databaseContentHash(output)).toBe(databaseContentHash(path));
     expect(queryRows(output, "SELECT count(*) AS n FROM t")[0]!.n).toBe(7);
+  });
+
+  it("keepPointInTime keeps the window restorable and deletes the segments before it", async () => {
+    const dir = tempDir();
+    const path = join(dir, "app.db");
+    execSql(path, "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    const lb = createLifeboat({
+      config: { databases: [{ name: "app", path, targets: [{ type: "local", path: join(dir, "backups") }] }] },
+      plugins: [sqliteSourcePlugin, localStoragePlugin],
+    });
+    cleanups.push(() => lb.close());
+    const db = await lb.database("app");
+    const replicator = new Replicator(db, { syncIntervalMs: 50 });
+    await replicator.start();
+    const write = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        execSql(path, `INSERT INTO t (v) VALUES ('row ${i}')`);
+        await replicator.sync();
+      }
+    };
+    await write(5);
+    await new Promise((r) => setTimeout(r, 20));
+    const second = await replicator.snapshot("scheduled"); // at transaction 5
+    await new Promise((r) => setTimeout(r, 20));
+    const windowStart = Date.now();
+    await write(5);
+    await replicator.stop();
+    const inWindow = Date.now();
+    const repo = new Repository(db.targets[0]!, "app");
+    const segmentsBefore = [];
+    for await (const info of repo.target.list(keys.generations("app")))
+      if (parseSegmentKey(info.key)) segmentsBefore.push(info.key);
+
+    const now = windowStart + 10 * MINUTE;
+    const policy = { keepPointInTimeMs: 10 * MINUTE };
+    const dry = await pruneKeepingChains(db, { policy, now });
+    expect(dry.targets[0]!.segments.remove, "the segments before the window's base").toBeGreaterThan(0);
+    const result = await pruneKeepingChains(db, { policy, apply: true, now });
+    const t = result.targets[0]!;
+    expect(
+      t.remove.map((r) => r.id),
+      "the generation's first snapshot goes",
+    ).toHaveLength(1);
+    expect(t.keep.map((k) => k.id)).toEqual([
+      expect.stringMatching(new RegExp(`-${second.toString(16).padStart(16, "0")}$`)),
+    ]);
+    const segmentsAfter = [];
+    for await (const info of repo.target.list(keys.generations("app"))) {
+      const segment = parseSegmentKey(info.key);
+      if (segment) segmentsAfter.push(segment);
+    }
+    expect(segmentsAfter.length).toBe(segmentsBefore.length - t.segments.remove);
+    expect(segmentsAfter.every((s) => s.lastTxn > second)).toBe(true);
+    // Every moment of the window still restores; the latest state too.
+    for (const toTime of [windowStart, inWindow]) {
+      const output = join(dir, `at-${toTime}.db`);
+      const restored = await restoreToPoint(db, { output, toTime });
+      expect(restored.txn).toBeGreaterThanOrEqual(second);
+    }
+    const latest = join(dir, "latest.db");
+    await restoreToPoint(db, { output: latest });
+    expect(databaseContentHash(latest)).toBe(databaseContentHash(path));
   });
 });

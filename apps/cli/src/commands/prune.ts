@@ -11,6 +11,7 @@ interface Flags extends CommonFlags {
   readonly keepDaily?: string;
   readonly keepWeekly?: string;
   readonly keepMonthly?: string;
+  readonly keepPointInTime?: string;
   readonly dryRun?: boolean;
   readonly yes?: boolean;
   readonly to?: string[];
@@ -40,6 +41,10 @@ export function registerPrune(program: Command): void {
     .option("--keep-daily <n>", "keep the newest backup of each of the last N days")
     .option("--keep-weekly <n>", "keep the newest backup of each of the last N weeks")
     .option("--keep-monthly <n>", "keep the newest backup of each of the last N months")
+    .option(
+      "--keep-point-in-time <duration>",
+      "keep every moment of this last duration restorable: the snapshots it restores from and their WAL segments (e.g. 7d)",
+    )
     .option("-n, --dry-run", "list what would be deleted; delete nothing")
     .option("-y, --yes", "delete without asking")
     .option("--to <location...>", "prune this location instead of the config's targets")
@@ -51,6 +56,9 @@ export function registerPrune(program: Command): void {
         ...(flags.keepDaily ? { keepDaily: count(flags.keepDaily, "--keep-daily") } : {}),
         ...(flags.keepWeekly ? { keepWeekly: count(flags.keepWeekly, "--keep-weekly") } : {}),
         ...(flags.keepMonthly ? { keepMonthly: count(flags.keepMonthly, "--keep-monthly") } : {}),
+        ...(flags.keepPointInTime
+          ? { keepPointInTimeMs: parseDuration(flags.keepPointInTime, "--keep-point-in-time") }
+          : {}),
       };
       const lb = await loadLifeboat(db, flags);
       try {
@@ -58,9 +66,12 @@ export function registerPrune(program: Command): void {
         const results = [];
         for (const name of names) {
           const plan = await lb.prune(name, { policy, apply: false });
-          const removals = plan.targets.reduce((n, t) => n + t.remove.length, 0);
+          const removals = plan.targets.reduce((n, t) => n + t.remove.length + t.segments.remove, 0);
           for (const t of plan.targets) {
-            out.line(`${name} on ${t.target}: keep ${t.keep.length}, delete ${t.remove.length}`);
+            const segments = t.segments.remove
+              ? `, and ${t.segments.remove} WAL segments no kept snapshot needs (${formatBytes(t.segments.bytes)})`
+              : "";
+            out.line(`${name} on ${t.target}: keep ${t.keep.length}, delete ${t.remove.length}${segments}`);
             const rows = [
               ...t.keep.map((k) => ["keep", k.id, k.createdAt, k.reasons.join(", ")]),
               ...t.remove.map((r) => ["DELETE", r.id, r.createdAt, formatBytes(r.sizeBytes)]),
@@ -71,7 +82,7 @@ export function registerPrune(program: Command): void {
           if (!flags.dryRun && removals > 0) {
             if (flags.yes) apply = true;
             else if (canAsk())
-              apply = /^y(es)?$/i.test((await ask(`Delete ${removals} backups of ${name}? [y/N]`)).trim());
+              apply = /^y(es)?$/i.test((await ask(`Delete ${removals} backups and segments of ${name}? [y/N]`)).trim());
             else out.line("Dry run (no terminal to ask on): pass --yes to delete.");
           }
           const result = apply ? await lb.prune(name, { policy, apply: true }) : plan;
