@@ -1,11 +1,14 @@
 /**
  * Continuous archiving benchmark: Lifeboat (`lifeboat replicate`) vs Litestream 0.3.13
- * (`litestream replicate`), both to a local directory target, same workload, same machine, side
- * by side in one run. Writes bench/results/replication.md (and the raw numbers as .json).
+ * (`litestream replicate`), both to the same kind of target (a local directory, or an S3 bucket on
+ * a real radosgw started from @lifeboat/testkit), same workload, same machine, side by side in one
+ * run. Writes bench/results/replication.md, or replication-s3.md with `--target s3` (and the raw
+ * numbers as .json).
  *
  *   node --import tsx bench/replication.ts            # full run (~30 min)
  *   node --import tsx bench/replication.ts --quick    # short end-to-end check
- *   options: --only lag,throughput,restore,requests   --out FILE.md   --keep (keep the work dir)
+ *   options: --target local|s3   --only lag,throughput,restore,requests   --out FILE.md
+ *            --keep (keep the work dir)
  *
  * What is measured and how is written into the results file itself (see `method()`).
  */
@@ -15,7 +18,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, w
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { createFixtureDatabase, databaseContentHash, tableRowCounts } from "@lifeboat/testkit";
+import { createFixtureDatabase, databaseContentHash, type S3Server, tableRowCounts } from "@lifeboat/testkit";
+import { type PollStats, S3Remote, S3Watcher, startGateway } from "./lib/replication-s3.js";
 import {
   createSeqTable,
   LIFEBOAT,
@@ -53,8 +57,16 @@ const { values: args } = parseArgs({
     keep: { type: "boolean", default: false },
     rounds: { type: "string" },
     "cpu-prof": { type: "boolean", default: false },
+    target: { type: "string", default: "local" },
+    /** S3 only: keep radosgw's default (Nagle on: ~40 ms per response with a body) instead of tcp_nodelay=1. */
+    "rgw-nagle": { type: "boolean", default: false },
   },
 });
+if (args.target !== "local" && args.target !== "s3") {
+  console.error(`--target must be local or s3, got ${JSON.stringify(args.target)}`);
+  process.exit(2);
+}
+const S3 = args.target === "s3";
 
 const Q = args.quick;
 const P = {
@@ -72,10 +84,24 @@ const P = {
   synchronous: "NORMAL" as const,
 };
 const only = new Set((args.only ?? "lag,throughput,restore,requests").split(","));
-const outFile = args.out ?? join(MAIN, "bench/results", Q ? "replication.quick.md" : "replication.md");
+const outFile = args.out ?? join(MAIN, "bench/results", `replication${S3 ? "-s3" : ""}${Q ? ".quick" : ""}.md`);
 const work = mkdtempSync(join(tmpdir(), "lifeboat-bench-replication-"));
 const log = (msg: string) => process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The radosgw of an S3 run (one for the whole run; every session gets its own bucket). */
+let remote: S3Remote | undefined;
+/** Describes the gateway of an S3 run (for the report). */
+const s3Env = { gateway: "radosgw" };
+/** Every S3 session's poll statistics, by tool (for the method notes). */
+const pollStats: { tool: string; stats: PollStats }[] = [];
+
+/** A session on the run's kind of target. */
+function newSession(spec: ReplicatorSpec, dir: string, db: string): Session {
+  const s = new Session(spec, dir, db, remote);
+  if (s.watcher instanceof S3Watcher) pollStats.push({ tool: spec.tool, stats: s.watcher.stats });
+  return s;
+}
 
 function runDir(name: string): string {
   const dir = join(work, name);
@@ -225,7 +251,7 @@ async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promis
   const dir = runDir(`lag-${spec.id}-${rate}-r${round}`);
   const db = join(dir, "app.db");
   createSeqTable(db);
-  const s = new Session(spec, dir, db);
+  const s = newSession(spec, dir, db);
   await s.start(args["cpu-prof"] && spec.tool === "lifeboat" ? ["--cpu-prof", `--cpu-prof-dir=${dir}/prof`] : []);
   await sleep(500);
   const sampler = new ProcSampler(s.child.pid);
@@ -377,7 +403,7 @@ async function throughputRun(
   let s: Session | null = null;
   let sampler: ProcSampler | null = null;
   if (spec) {
-    s = new Session(spec, dir, db);
+    s = newSession(spec, dir, db);
     await s.start();
     await sleep(500);
     sampler = new ProcSampler(s.child.pid);
@@ -473,7 +499,7 @@ async function restoreScenario(): Promise<RestoreResult> {
     const dir = runDir(`restore/${spec.id}`);
     const db = join(dir, "app.db");
     copyFileSync(fixture, db);
-    const s = new Session(spec, dir, db);
+    const s = newSession(spec, dir, db);
     await s.start();
     await sleep(500);
     const sampler = new ProcSampler(s.child.pid);
@@ -572,7 +598,7 @@ async function requestsScenario(): Promise<RequestCounts> {
       const dir = runDir(`requests-${spec.id}`);
       const db = join(dir, "app.db");
       createSeqTable(db);
-      const s = new Session(spec, dir, db);
+      const s = newSession(spec, dir, db);
       await s.start();
       return s;
     }),
@@ -628,11 +654,11 @@ function report(
 ): string {
   const parts: string[] = [];
   parts.push(
-    `# Continuous archiving: Lifeboat vs Litestream 0.3.13${Q ? " (QUICK VALIDATION RUN: short durations, not the published numbers)" : ""}`,
+    `# Continuous archiving${S3 ? " to S3 (radosgw)" : ""}: Lifeboat vs Litestream 0.3.13${Q ? " (QUICK VALIDATION RUN: short durations, not the published numbers)" : ""}`,
   );
   parts.push("");
   parts.push(
-    `Run ${env.date} on ${env.machine}. Command: \`${env.command}\` (from /work/main). Lifeboat ${env.lifeboat} (\`node apps/cli/dist/bin.js replicate DB --to DIR --json\`), Litestream ${env.litestream} (\`litestream replicate -config FILE\`, file replica). Node ${env.node}, better-sqlite3 (SQLite ${env.sqlite}). Load average before / after: ${env.loadBefore} / ${env.loadAfter}. Lifeboat build benchmarked: ${env.dist}.`,
+    `Run ${env.date} on ${env.machine}. Command: \`${env.command}\` (from /work/main). Lifeboat ${env.lifeboat} (\`node apps/cli/dist/bin.js replicate DB --to ${S3 ? "s3://BUCKET/replica?endpoint=…" : "DIR"} --json\`), Litestream ${env.litestream} (\`litestream replicate -config FILE\`, ${S3 ? "s3 replica" : "file replica"}).${S3 ? ` Target: S3 on ${s3Env.gateway}, one bucket per replicator session.` : ""} Node ${env.node}, better-sqlite3 (SQLite ${env.sqlite}). Load average before / after: ${env.loadBefore} / ${env.loadAfter}. Lifeboat build benchmarked: ${env.dist}.`,
   );
   parts.push("");
   parts.push(
@@ -884,6 +910,83 @@ function report(
 }
 
 function method(): string {
+  const local = localMethod();
+  if (!S3) return local;
+  // The S3 leg differs only in the target: rewrite the parts of the text that name the directory.
+  const edits: [string, string][] = [
+    ["Each run uses a fresh database and target directory;", "Each run uses a fresh database and a fresh bucket;"],
+    [
+      "Both tools write each object to a temp file, fsync it and rename it into place, so an object is durable when it appears under its final name. The bench watches the whole target tree with inotify (`fs.watch` per directory, added as directories appear, plus a scan of each new directory) and records when each object first appears.",
+      `Every replicator session gets its own bucket on one radosgw (${s3Env.gateway}; a single-node Ceph cluster with an in-memory object store, on 127.0.0.1, started by \`startS3Server\` from @lifeboat/testkit). ${args["rgw-nagle"] ? "The gateway runs with radosgw's default, Nagle's algorithm on: each response with a body (ListObjectsV2, GetObject) then waits ~40 ms for the client's delayed ACK, for the bench's poller and for both tools' restores alike." : "The gateway's beast frontend runs with `tcp_nodelay=1`: with radosgw's default (Nagle on) each response with a body (ListObjectsV2, GetObject) waits ~40 ms for the client's delayed ACK (measured on this machine: list 48 ms, get 45 ms, put 4 ms; with tcp_nodelay: 3, 2, 3 ms), which would swamp a 20 ms poll and inflate both tools' restores (`--rgw-nagle` keeps the default)."} Lifeboat writes through its built-in s3 target (\`--to s3://BUCKET/replica?endpoint=…&region=…&pathStyle=true&accessKeyIdEnv=…&secretAccessKeyEnv=…\`), Litestream through an \`s3\` replica (\`bucket\`, \`path: replica\`, \`endpoint\`, \`region\`, \`force-path-style: true\`, \`access-key-id\`, \`secret-access-key\`). An object appears in a listing only once its upload (PutObject, or CompleteMultipartUpload for a large snapshot) has completed. The bench polls each bucket with ListObjectsV2 (Lifeboat's S3 target's \`list\`, run in the bench process; the next listing starts 20 ms after the previous one returned), GETs every new object in full into a local mirror, and records for each object the time the listing that first showed it returned; an object counts only once its GET succeeded, so "durable on the target" = listable and readable. **The polling adds a delay, by the same method for both tools but not of the same size**: a listing's round trip grows with the number of keys in the bucket (Lifeboat writes 10 to 50 times as many WAL objects) and with CPU contention on the 2 cores, so it is larger for Lifeboat's buckets (see the round trips below). Per object: an object is recorded between part of a listing round trip and one whole poll period (20 ms sleep + one listing round trip) after its upload completed, about half a period on average (${pollNote()}); Lifeboat's cross-check below (its \`shipped\` event time − first seen) measures this delay directly for its objects. The poller also uses CPU on the same 2 cores as the replicators and the writer.`,
+    ],
+    [
+      "(stamped after the target's put resolved: fsynced, renamed, directory fsynced)",
+      "(stamped after the target's PutObject resolved)",
+    ],
+    [
+      "Event time − first-seen time and first-seen − file mtime show the watcher's view agrees to a few ms.",
+      "Event time − first-seen time is what the polling adds to Lifeboat's own figure (negative: the listing came first); first-seen − mtime is listing time − the object's S3 LastModified (the mirror file's mtime is set to it; a server-side stamp whose moment within the upload S3 does not specify, so it is only a rough check).",
+    ],
+    [
+      "(`lifeboat restore DB --to DIR --output X --yes`, `litestream restore -config F -o X DB`)",
+      "(`lifeboat restore DB --to s3://BUCKET/replica?… --output X --yes`, `litestream restore -config F -o X DB` with the s3 replica in F)",
+    ],
+    ["page cache warm for both)", "objects served by the radosgw's in-memory store over loopback)"],
+    [
+      "writes (a new object, or an object whose inode/size/mtime changed) and deletes seen by the inotify watcher",
+      "writes (a new key, or a key whose ETag/size/LastModified changed between two listings: overwrites within one poll period count once) and deletes (a key no longer listed) seen by the poller",
+    ],
+    [
+      "Reads (GET/HEAD/LIST) are not visible on a file system and are not counted; from the code, each Lifeboat lease renewal is a GET + PUT, and Litestream's file replica lists directories on start-up and on retention checks.",
+      "Reads (GET/HEAD/LIST) are not visible to the poller and are not counted; from the code, each Lifeboat lease renewal is a GET + PUT.",
+    ],
+  ];
+  let text = local;
+  for (const [from, to] of edits) {
+    if (!text.includes(from)) throw new Error(`method text changed; cannot adapt it for S3: ${from.slice(0, 60)}…`);
+    text = text.replace(from, to);
+  }
+  return text;
+}
+
+/** Poll statistics per tool for the JSON (no raw samples). */
+function pollSummary(): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const tool of ["lifeboat", "litestream"]) {
+    const all = pollStats.filter((p) => p.tool === tool).map((p) => p.stats);
+    const list = all.flatMap((p) => p.listMs);
+    const fetch = all.flatMap((p) => p.fetchMs);
+    out[tool] = {
+      sessions: all.length,
+      polls: all.reduce((n, p) => n + p.polls, 0),
+      listP50: percentile(list, 50),
+      listP99: percentile(list, 99),
+      fetches: fetch.length,
+      fetchP50: percentile(fetch, 50),
+      fetchP99: percentile(fetch, 99),
+      errors: all.flatMap((p) => p.errors),
+    };
+  }
+  return out;
+}
+
+/** What the S3 poller saw: listing round trips and object fetches, per tool. */
+function pollNote(): string {
+  if (pollStats.length === 0) return "no polls recorded";
+  return ["lifeboat", "litestream"]
+    .map((tool) => {
+      const all = pollStats.filter((p) => p.tool === tool).map((p) => p.stats);
+      if (all.length === 0) return "";
+      const list = all.flatMap((p) => p.listMs);
+      const fetch = all.flatMap((p) => p.fetchMs);
+      const errors = all.flatMap((p) => p.errors);
+      return `${tool === "lifeboat" ? "Lifeboat" : "Litestream"} buckets: ${fmt(all.reduce((n, p) => n + p.polls, 0))} listings, round trip p50 ${fmt(percentile(list, 50), 1)} ms, p99 ${fmt(percentile(list, 99), 1)} ms; ${fmt(fetch.length)} GETs, p50 ${fmt(percentile(fetch, 50), 1)} ms, p99 ${fmt(percentile(fetch, 99), 1)} ms; ${errors.length} poll errors${errors.length ? ` (first: ${errors[0]})` : ""}`;
+    })
+    .filter(Boolean)
+    .join("; ");
+}
+
+function localMethod(): string {
   return `## Method
 
 - **Workload.** A writer in its own Node process (better-sqlite3, WAL mode, \`synchronous=${P.synchronous}\` unless a row says otherwise, default \`wal_autocheckpoint\`, \`busy_timeout\` 10 s) runs autocommit \`INSERT INTO bench_seq (seq, written_at, marker)\` statements; row *k* has \`seq = k\` and the text \`SEQ:<k, 10 digits>;\`. It records \`Date.now()\` right after each COMMIT returns. Paced runs sleep with \`Atomics.wait\` until transaction *k*'s due time (open loop: a stall is followed by a catch-up burst). Each run uses a fresh database and target directory; the writer starts only after the replicator has finished its start-up snapshot (Lifeboat: its \`snapshot\` event; Litestream: its "snapshot written" and first "wal segment written" log lines), and nothing else writes to the database except Litestream itself (its \`_litestream_seq\` bookkeeping).
@@ -935,7 +1038,21 @@ async function main(): Promise<void> {
   const tput: ThroughputRun[] = [];
   let restore: RestoreResult | null = null;
   let requests: RequestCounts | null = null;
+  let server: S3Server | undefined;
   try {
+    if (S3) {
+      // The endpoint is plain http on loopback: no CA bundle is needed, and Go's AWS SDK (Litestream)
+      // refuses a custom bundle with its own transport. Both tools run with the same environment.
+      delete process.env.AWS_CA_BUNDLE;
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
+      log("starting radosgw");
+      server = await startGateway(!args["rgw-nagle"]);
+      remote = new S3Remote(server);
+      const version = (await timeCommand("radosgw", ["--version"], work)).out.trim();
+      s3Env.gateway = `radosgw ${/ceph version (\S+)/.exec(version)?.[1] ?? version} at ${server.endpoint}, beast frontend ${args["rgw-nagle"] ? "with its default Nagle's algorithm (no tcp_nodelay)" : "with tcp_nodelay=1"}`;
+      env.target = s3Env.gateway;
+      log(`  ${s3Env.gateway}`);
+    }
     if (only.has("lag")) {
       for (let round = 1; round <= P.lagRounds; round++) {
         for (const rate of P.rates) {
@@ -966,13 +1083,14 @@ async function main(): Promise<void> {
       requests = await requestsScenario();
     }
   } finally {
+    await server?.stop();
     env.loadAfter = loadavg()
       .map((l) => l.toFixed(2))
       .join(" ");
     mkdirSync(dirname(outFile), { recursive: true });
     writeFileSync(
       outFile.replace(/\.md$/, ".json"),
-      `${JSON.stringify({ env, params: P, lag, tput, restore, requests }, null, 2)}\n`,
+      `${JSON.stringify({ env, params: P, target: args.target, lag, tput, restore, requests, ...(S3 ? { polls: pollSummary() } : {}) }, null, 2)}\n`,
     );
     writeFileSync(outFile, `${report(env, lag, tput, restore, requests)}\n`);
     log(`wrote ${outFile}`);

@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:f
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { decodeLz4Frames } from "./replication-lz4.js";
+import { type S3Remote, S3Watcher } from "./replication-s3.js";
 import {
   type Child,
   isSegmentPath,
@@ -23,7 +24,7 @@ import {
   timeCommand,
   writeLitestreamConfig,
 } from "./replication-tools.js";
-import { TreeWatcher } from "./replication-watch.js";
+import { type TargetWatcher, TreeWatcher } from "./replication-watch.js";
 
 export interface ReplicatorSpec {
   readonly id: string;
@@ -90,9 +91,14 @@ export interface SnapshotInfo {
 }
 
 export class Session {
+  /** The target directory; for an S3 target, the local mirror of the bucket the poller keeps. */
   readonly target: string;
-  readonly watcher: TreeWatcher;
+  readonly watcher: TargetWatcher;
   readonly config: string;
+  /** Lifeboat's `--to`: the target directory, or an s3:// URL. */
+  readonly lifeboatTo: string;
+  /** The session's own bucket when the target is S3. */
+  readonly bucket: string | undefined;
   child!: Child;
   readonly #decoded = new Map<string, ReplicaObject>();
   readonly #snapshots = new Map<string, SnapshotInfo>();
@@ -101,11 +107,19 @@ export class Session {
     readonly spec: ReplicatorSpec,
     readonly dir: string,
     readonly db: string,
+    readonly remote?: S3Remote,
   ) {
     this.target = join(dir, "target");
     this.config = join(dir, "litestream.yml");
     mkdirSync(this.target, { recursive: true });
-    this.watcher = new TreeWatcher(this.target);
+    if (remote) {
+      this.bucket = remote.nextBucket(spec.id);
+      this.lifeboatTo = remote.lifeboatUrl(this.bucket);
+      this.watcher = new S3Watcher(this.target, remote.target(this.bucket));
+    } else {
+      this.lifeboatTo = this.target;
+      this.watcher = new TreeWatcher(this.target);
+    }
   }
 
   get tool(): ToolName {
@@ -113,12 +127,14 @@ export class Session {
   }
 
   async start(nodeArgs: string[] = []): Promise<void> {
+    if (this.remote && this.bucket) await this.remote.createBucket(this.bucket);
     this.watcher.start();
     if (this.spec.tool === "lifeboat") {
-      this.child = startLifeboat(this.db, this.target, this.dir, nodeArgs);
+      this.child = startLifeboat(this.db, this.lifeboatTo, this.dir, nodeArgs);
       await lifeboatReady(this.child);
     } else {
-      writeLitestreamConfig(this.config, this.db, this.target, this.spec.litestream);
+      const replica = this.remote && this.bucket ? this.remote.litestreamReplica(this.bucket) : this.target;
+      writeLitestreamConfig(this.config, this.db, replica, this.spec.litestream);
       this.child = startLitestream(this.config, this.dir);
       await litestreamReady(this.child);
     }
@@ -232,6 +248,7 @@ export class Session {
 
   async stop(): Promise<number | null> {
     const code = await this.child.stop();
+    await this.watcher.settle();
     this.watcher.close();
     return code;
   }
@@ -246,7 +263,18 @@ export class Session {
       this.spec.tool === "lifeboat"
         ? await timeCommand(
             process.execPath,
-            [LIFEBOAT_CLI, "restore", this.db, "--to", this.target, "--output", output, "--yes", "--json", ...extra],
+            [
+              LIFEBOAT_CLI,
+              "restore",
+              this.db,
+              "--to",
+              this.lifeboatTo,
+              "--output",
+              output,
+              "--yes",
+              "--json",
+              ...extra,
+            ],
             this.dir,
           )
         : await timeCommand(LITESTREAM, ["restore", "-config", this.config, "-o", output, ...extra, this.db], this.dir);

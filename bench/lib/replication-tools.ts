@@ -113,14 +113,23 @@ export interface LitestreamSettings {
   readonly syncInterval?: string;
 }
 
-export function writeLitestreamConfig(file: string, db: string, replica: string, s: LitestreamSettings = {}): void {
+/**
+ * Writes a Litestream config for one database with one replica: a directory (`replica` is its
+ * path: a file replica) or any other replica given as its YAML lines (an s3 replica, see
+ * replication-s3.ts).
+ */
+export function writeLitestreamConfig(
+  file: string,
+  db: string,
+  replica: string | readonly string[],
+  s: LitestreamSettings = {},
+): void {
   const yaml = [
     "dbs:",
     `  - path: ${db}`,
     ...(s.monitorInterval ? [`    monitor-interval: ${s.monitorInterval}`] : []),
     "    replicas:",
-    "      - type: file",
-    `        path: ${replica}`,
+    ...(typeof replica === "string" ? ["      - type: file", `        path: ${replica}`] : replica),
     ...(s.syncInterval ? [`        sync-interval: ${s.syncInterval}`] : []),
     "",
   ].join("\n");

@@ -19,7 +19,25 @@ export interface ObjectEvent {
   readonly path: string;
 }
 
-export class TreeWatcher {
+/**
+ * What the bench needs from whatever watches a target (a directory: TreeWatcher; a bucket:
+ * S3Watcher in replication-s3.ts). Paths are relative to the target's root (object keys).
+ */
+export interface TargetWatcher {
+  readonly events: ObjectEvent[];
+  /** First time each object was seen under its final name (relative path → ms). */
+  readonly firstSeen: Map<string, number>;
+  start(): void;
+  /** Objects present now, by relative path. */
+  present(): string[];
+  /** Counts writes and deletes in [from, to). */
+  count(from: number, to: number, filter?: (path: string) => boolean): { puts: number; deletes: number };
+  /** Called once the replicator has stopped: catch up with the target's final state. */
+  settle(): Promise<void>;
+  close(): void;
+}
+
+export class TreeWatcher implements TargetWatcher {
   readonly root: string;
   readonly events: ObjectEvent[] = [];
   /** First time each object was seen under its final name (relative path → ms). */
@@ -117,6 +135,9 @@ export class TreeWatcher {
     }
     return { puts, deletes };
   }
+
+  /** Events arrive as they happen and `present()` scans the directory: nothing to catch up. */
+  async settle(): Promise<void> {}
 
   close(): void {
     this.#closed = true;
