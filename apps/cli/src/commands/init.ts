@@ -32,6 +32,7 @@ ${environment ? `    environment: ${environment}` : "    # environment: producti
     retention:                  # used by \`lifeboat prune\`; the newest good backup is always kept
       keepLast: 7
       keepWithin: 7d
+      # keepPointInTime: 7d     # every moment of the last 7 days restorable (with lifeboat replicate)
     # schedule:                 # run by \`lifeboat serve\` and \`lifeboat replicate\`: durations (6h) or cron
     #   snapshot: "0 */6 * * *"
     #   prune: 1d               # applies retention:
