@@ -95,15 +95,15 @@ describe("keepPointInTime", () => {
         g.snapshotAt
           .map((p) => Math.min(p, g.txns))
           .filter((p, i, all) => all.indexOf(p) === i)
-          .forEach((position, i) =>
+          .forEach((position, i) => {
             snapshots.push({
               id: `${generation}-${position}`,
               generation,
               position,
               createdAt: times[position]!,
               ok: i === 0 ? true : !g.damaged[i],
-            }),
-          );
+            });
+          });
         for (let first = 1; first <= g.txns; first += g.segmentSize) {
           const last = Math.min(g.txns, first + g.segmentSize - 1);
           segments.push({ generation, firstTxn: first, lastTxn: last, lastObservedAt: times[last]! });

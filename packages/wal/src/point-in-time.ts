@@ -6,9 +6,8 @@
 
 import { createHash } from "node:crypto";
 import { constants, createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, open, stat } from "node:fs/promises";
+import { mkdtemp, open } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
   type Codec,
