@@ -185,6 +185,58 @@ async function faultProxy(): Promise<{
   };
 }
 
+/**
+ * An HTTP proxy in front of the real server that forwards everything, but cuts the connection
+ * of the next `cuts` ranged GETs (the parts of a large read) after their first MiB of body.
+ */
+async function cuttingProxy(): Promise<{ endpoint: string; cutNext(count: number): void; cut: () => number }> {
+  let pending = 0;
+  let cut = 0;
+  const upstream = new URL(server.endpoint);
+  const proxy = createHttpServer((req, res) => {
+    const cutThis = req.method === "GET" && req.headers.range !== undefined && pending > 0;
+    if (cutThis) pending--;
+    const forward = httpRequest(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        if (!cutThis) {
+          answer.pipe(res);
+          return;
+        }
+        let sent = 0;
+        answer.on("data", (chunk: Buffer) => {
+          if (sent >= MiB) return;
+          res.write(chunk);
+          sent += chunk.length;
+          if (sent >= MiB) {
+            cut++;
+            answer.destroy();
+            res.socket?.destroy();
+          }
+        });
+      },
+    );
+    forward.on("error", () => res.destroy());
+    req.pipe(forward);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        proxy.close(() => resolve());
+        proxy.closeAllConnections();
+      }),
+  );
+  return {
+    endpoint: `http://127.0.0.1:${(proxy.address() as { port: number }).port}`,
+    cutNext: (count) => {
+      pending += count;
+    },
+    cut: () => cut,
+  };
+}
+
 async function* megabytes(
   count: number,
   onChunk?: (index: number) => Promise<void> | void,
@@ -374,6 +426,39 @@ describe("5xx and throttling answers", () => {
     expect(checksumHeaders()).toEqual([[]]);
     await target({ endpoint: proxy.endpoint, checksum: "when_supported" }).put("summed", Buffer.from("x"));
     expect(checksumHeaders()[1]).toEqual(["x-amz-checksum-crc32"]);
+  });
+});
+
+describe("a large read whose parts break off mid-body", () => {
+  it("fetches a part cut short again: the bytes arrive complete and in order", async () => {
+    const proxy = await cuttingProxy();
+    const t = target({ endpoint: proxy.endpoint, readConcurrency: 2, retryBaseDelay: 50 });
+    const source = Buffer.concat(await collect(megabytes(17)));
+    await t.put("cut/once", source);
+    proxy.cutNext(1);
+    const got = await readAll((await t.get("cut/once")).body);
+    expect(proxy.cut()).toBe(1);
+    expect(sha256(got)).toBe(sha256(source));
+  });
+
+  it("fails with a clear error when a part keeps breaking off", async () => {
+    const proxy = await cuttingProxy();
+    const t = target({ endpoint: proxy.endpoint, readConcurrency: 2, maxAttempts: 2, retryBaseDelay: 50 });
+    await t.put("cut/always", Buffer.concat(await collect(megabytes(17))));
+    proxy.cutNext(100);
+    const got = await t.get("cut/always");
+    let received = 0;
+    const error = await failure(
+      (async () => {
+        for await (const chunk of got.body) received += chunk.byteLength;
+      })(),
+    );
+    expect(error.code).toBe("STORAGE_ERROR");
+    expect(error.message).toBe(
+      `Cannot reach ${proxy.endpoint}: the connection was reset; the get of "cut/always" in ${t.location} failed.`,
+    );
+    expectUserFacing(error, t, [server.secretAccessKey]);
+    expect(received).toBeLessThan(17 * MiB);
   });
 });
 

@@ -118,6 +118,12 @@ const optionsSchema = z
       .min(1, "queueSize must be at least 1")
       .max(64, "queueSize must be at most 64")
       .optional(),
+    readConcurrency: z
+      .number()
+      .int()
+      .min(1, "readConcurrency must be at least 1")
+      .max(64, "readConcurrency must be at most 64")
+      .optional(),
     requestTimeout: duration("requestTimeout")
       .refine((ms) => ms >= 1, "requestTimeout must be at least 1ms")
       .optional(),
@@ -166,6 +172,7 @@ const URL_PARAMETERS: Record<string, keyof S3StoragePluginOptions> = {
   profile: "profile",
   partSize: "partSize",
   queueSize: "queueSize",
+  readConcurrency: "readConcurrency",
   requestTimeout: "requestTimeout",
   maxAttempts: "maxAttempts",
   retryBaseDelay: "retryBaseDelay",
@@ -216,7 +223,7 @@ export const s3StoragePlugin = defineStoragePlugin<S3StoragePluginOptions>({
       if (option === "forcePathStyle") {
         if (value !== "true" && value !== "false") throw urlError(url, `${name} must be true or false`);
         options[option] = value === "true";
-      } else if (option === "queueSize" || option === "maxAttempts") {
+      } else if (option === "queueSize" || option === "readConcurrency" || option === "maxAttempts") {
         if (!/^\d+$/.test(value)) throw urlError(url, `${name} must be a whole number`);
         options[option] = Number(value);
       } else {

@@ -7,6 +7,9 @@
  * when it fails, so a failed or aborted put leaves no object. Every request goes through the SDK's
  * retry middleware with exponential backoff and jitter (see `retry-strategy.ts`), honours
  * `requestTimeout` and the caller's AbortSignal, and is counted by type for metrics.
+ *
+ * Reads: one GetObject stream; with `readConcurrency` above 1, a whole object of two parts or
+ * more is read as parallel ranged GETs, yielded in order (see `#partsBody`).
  */
 import { createHash } from "node:crypto";
 import { setMaxListeners } from "node:events";
@@ -71,6 +74,7 @@ export const DELETE_BATCH_SIZE = 1000;
 export const DEFAULTS = {
   partSize: 8 * 1024 * 1024,
   queueSize: 4,
+  readConcurrency: 1,
   requestTimeout: 30_000,
   maxAttempts: 5,
   retryBaseDelay: 200,
@@ -79,6 +83,8 @@ export const DEFAULTS = {
 
 /** DeleteObjects requests in flight at once. */
 const DELETE_CONCURRENCY = 4;
+/** The largest part a whole-object read fetches at once (memory: about (queueSize + 1) parts). */
+export const MAX_READ_PART_SIZE = 64 * 1024 * 1024;
 
 export type ChecksumMode = "when_required" | "when_supported";
 
@@ -119,10 +125,19 @@ export interface S3StorageOptions {
    * `when_supported`.
    */
   readonly checksum?: ChecksumMode;
-  /** Multipart part size in bytes, 5 MiB to 5 GiB. Also the largest body sent as one PutObject. Default 8 MiB. */
+  /**
+   * Multipart part size in bytes, 5 MiB to 5 GiB. Also the largest body sent as one PutObject, and
+   * the part size of parallel reads (at most 64 MiB there). Default 8 MiB.
+   */
   readonly partSize?: number;
   /** Parts uploaded at once. Memory use is about (queueSize + 1) * partSize per upload. Default 4. */
   readonly queueSize?: number;
+  /**
+   * Ranged GETs in flight when reading a whole object of two parts or more, 1 to 64. 1 (the
+   * default) reads one GetObject stream; more helps on links with high latency, and costs CPU and
+   * about (readConcurrency + 1) * partSize of memory per read.
+   */
+  readonly readConcurrency?: number;
   /**
    * Milliseconds a request may go without progress (connecting, or waiting for the server) before
    * it is abandoned and retried. Default 30 000.
@@ -217,6 +232,8 @@ class S3Storage implements S3StorageTarget {
   readonly #keyPrefix: string;
   readonly #partSize: number;
   readonly #queueSize: number;
+  readonly #maxAttempts: number;
+  readonly #readConcurrency: number;
   readonly #writeParams: Pick<PutObjectCommandInput, "StorageClass" | "ServerSideEncryption" | "SSEKMSKeyId">;
   readonly #counts: Record<RequestKind, number> = { PUT: 0, GET: 0, HEAD: 0, LIST: 0, DELETE: 0 };
   readonly #pendingAborts: AbortMultipartUploadCommandInput[] = [];
@@ -232,6 +249,7 @@ class S3Storage implements S3StorageTarget {
     const region = options.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? "us-east-1";
     this.#partSize = checkInteger("partSize", options.partSize ?? DEFAULTS.partSize, MIN_PART_SIZE, MAX_PART_SIZE);
     this.#queueSize = checkInteger("queueSize", options.queueSize ?? DEFAULTS.queueSize, 1, 64);
+    this.#readConcurrency = checkInteger("readConcurrency", options.readConcurrency ?? DEFAULTS.readConcurrency, 1, 64);
     const requestTimeout = checkInteger(
       "requestTimeout",
       options.requestTimeout ?? DEFAULTS.requestTimeout,
@@ -239,6 +257,7 @@ class S3Storage implements S3StorageTarget {
       3_600_000,
     );
     const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? DEFAULTS.maxAttempts, 1, 100);
+    this.#maxAttempts = maxAttempts;
     const retryBaseDelay = checkInteger(
       "retryBaseDelay",
       options.retryBaseDelay ?? DEFAULTS.retryBaseDelay,
@@ -420,6 +439,8 @@ class S3Storage implements S3StorageTarget {
   /**
    * GetObject, with `Range: bytes=a-b` for a range. `size` is the whole object's (from
    * Content-Range). The body is the response stream: read it or `return()` it to free the socket.
+   * With `readConcurrency` > 1, a whole object of two parts or more is read in parallel parts
+   * instead (see `#partsBody`).
    */
   async get(key: string, options: GetOptions = {}): Promise<GetResult> {
     this.#checkOpen();
@@ -451,13 +472,18 @@ class S3Storage implements S3StorageTarget {
         throw error;
       }
       const size = totalFromContentRange(out.ContentRange) ?? Number(out.ContentLength ?? 0);
+      const stream = out.Body as unknown as ResponseStream;
+      const readPart = Math.min(this.#partSize, MAX_READ_PART_SIZE);
+      const parallel = this.#readConcurrency > 1 && whole && out.ContentRange === undefined && size >= 2 * readPart;
       return {
         key,
         size,
         lastModified: out.LastModified ?? new Date(0),
         ...(out.ETag ? { etag: out.ETag as string } : {}),
         ...metadataOf(out.Metadata),
-        body: this.#wrapBody(out.Body as unknown as AsyncIterable<Uint8Array> & { destroy?(): void }, key, signal),
+        body: parallel
+          ? this.#partsBody(key, stream, size, readPart, out.ETag, signal)
+          : this.#wrapBody(stream, key, signal),
       };
     } catch (error) {
       throw this.#error(error, "get", key, signal);
@@ -834,6 +860,127 @@ class S3Storage implements S3StorageTarget {
     return { ...info, body: Readable.from([]) };
   }
 
+  /**
+   * A large object's bytes in order, read as ranged GETs of `partSize` bytes with
+   * `readConcurrency` of them in flight while the caller consumes the previous one. On a link
+   * with high latency one stream is bound by its TCP window; several keep it busy (as rclone and
+   * the AWS CLI do). On a fast local link one stream is as fast, and cheaper in CPU. The first part comes from the response
+   * already open (then closed); the others carry `If-Match: <etag>`, so an object replaced
+   * mid-read fails instead of mixing versions. A part whose body breaks off is fetched again (up
+   * to `maxAttempts`; the SDK retries failed requests itself). Memory: about
+   * (readConcurrency + 1) parts. Errors are mapped as for one stream; the signal, and leaving the loop early, stop
+   * every request in flight.
+   */
+  async *#partsBody(
+    key: string,
+    lead: ResponseStream,
+    size: number,
+    partSize: number,
+    etag: string | undefined,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Uint8Array> {
+    const count = Math.ceil(size / partSize);
+    const stop = new AbortController();
+    // Each part's request and body reader listen to it: more than Node's default of 10.
+    setMaxListeners(8 * this.#readConcurrency + 16, stop.signal);
+    const onAbort = () => stop.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const parts: (Promise<Uint8Array[]> | undefined)[] = [];
+    let started = 0;
+    const startNext = () => {
+      const index = started++;
+      const offset = index * partSize;
+      const length = Math.min(partSize, size - offset);
+      const part =
+        index === 0
+          ? readPart(lead, length, stop.signal, true).catch((error: unknown) => {
+              if (stop.signal.aborted) throw error;
+              return this.#fetchPart(key, offset, length, size, etag, stop.signal);
+            })
+          : this.#fetchPart(key, offset, length, size, etag, stop.signal);
+      part.catch(() => undefined); // awaited in order below; a later part's failure waits its turn
+      parts[index] = part;
+    };
+    try {
+      this.#throwIfAborted(signal, "get", key);
+      for (let index = 0; index < count; index++) {
+        // `readConcurrency` parts in flight while the caller works on this one.
+        while (started < count && started <= index + this.#readConcurrency) startNext();
+        const part = await raceAbort(parts[index]!, stop.signal);
+        parts[index] = undefined;
+        for (const chunk of part) {
+          this.#throwIfAborted(signal, "get", key);
+          yield chunk;
+        }
+      }
+    } catch (error) {
+      throw this.#error(error, "get", key, signal);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      stop.abort();
+      lead.destroy?.();
+    }
+  }
+
+  /** One ranged GET read whole (exactly `length` bytes, as received); a body cut short is fetched again. */
+  async #fetchPart(
+    key: string,
+    offset: number,
+    length: number,
+    size: number,
+    etag: string | undefined,
+    signal: AbortSignal,
+  ): Promise<Uint8Array[]> {
+    for (let attempt = 1; ; attempt++) {
+      const out = await this.#send<GetObjectCommandOutput>(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.#objectKey(key),
+          Range: `bytes=${offset}-${offset + length - 1}`,
+          ...(etag ? { IfMatch: etag } : {}),
+        }),
+        signal,
+      ).catch((error: unknown) => {
+        if (isPreconditionFailed(error) && !signal.aborted) throw this.#changedWhileReading(key, error);
+        throw error;
+      });
+      const total = totalFromContentRange(out.ContentRange);
+      if (total !== size) {
+        (out.Body as unknown as ResponseStream | undefined)?.destroy?.();
+        if (total !== undefined) throw this.#changedWhileReading(key, undefined, { size, now: total });
+        throw new LifeboatError(
+          ErrorCodes.STORAGE_ERROR,
+          `The S3 server ignored the Range header while reading "${key}" in ${this.location}; the get failed.`,
+          {
+            plugin: PLUGIN,
+            operation: "get",
+            details: { key, range: { offset, length } },
+            hint: "Lifeboat reads large objects in ranged parts; use a server that supports Range requests.",
+          },
+        );
+      }
+      try {
+        return await readPart(out.Body as unknown as ResponseStream, length, signal, false);
+      } catch (error) {
+        if (signal.aborted || attempt >= this.#maxAttempts) throw error;
+      }
+    }
+  }
+
+  #changedWhileReading(key: string, cause: unknown, details: Record<string, unknown> = {}): LifeboatError {
+    return new LifeboatError(
+      ErrorCodes.STORAGE_ERROR,
+      `The object "${key}" in ${this.location} was replaced while it was being read; the get failed.`,
+      {
+        plugin: PLUGIN,
+        operation: "get",
+        details: { key, ...details },
+        ...(cause === undefined ? {} : { cause }),
+        hint: "Something else writes to this key; read it again once the writer is done.",
+      },
+    );
+  }
+
   /** The response stream, with errors mapped, the signal honoured, and the socket freed on early exit. */
   async *#wrapBody(
     stream: AsyncIterable<Uint8Array> & { destroy?(error?: Error): void },
@@ -1089,6 +1236,51 @@ function chunkTypeError(chunk: unknown): LifeboatError {
       hint: "Yield Buffers or Uint8Arrays (a Node Readable without setEncoding does).",
     },
   );
+}
+
+/** A GetObject response body (a Node `IncomingMessage`, possibly wrapped by the SDK). */
+type ResponseStream = AsyncIterable<Uint8Array> & { destroy?(error?: Error): void };
+
+/**
+ * The first `length` bytes of `stream`, as the chunks received (not copied: they are fresh
+ * buffers), then the stream is destroyed (its socket with it when bytes remain). Fails if the
+ * stream ends sooner, or (unless `prefix`) has more. `signal` ends the read at once.
+ */
+async function readPart(
+  stream: ResponseStream,
+  length: number,
+  signal: AbortSignal,
+  prefix: boolean,
+): Promise<Uint8Array[]> {
+  const chunks: Uint8Array[] = [];
+  let filled = 0;
+  const onAbort = () => stream.destroy?.(abortErrorFrom(signal));
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    if (signal.aborted) throw abortErrorFrom(signal);
+    for await (const chunk of stream) {
+      const take = Math.min(chunk.byteLength, length - filled);
+      if (take < chunk.byteLength && !prefix) throw shortBody(length, filled + chunk.byteLength);
+      if (take > 0) chunks.push(take === chunk.byteLength ? chunk : chunk.subarray(0, take));
+      filled += take;
+      // A prefix stops here (the rest is not wanted); a whole body is read to its end, which
+      // keeps the connection reusable.
+      if (filled === length && prefix) break;
+    }
+    if (signal.aborted) throw abortErrorFrom(signal);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    stream.destroy?.();
+  }
+  if (filled !== length) throw shortBody(length, filled);
+  return chunks;
+}
+
+/** A body of the wrong length: a connection cut short (retried as a reset would be). */
+function shortBody(expected: number, received: number): Error {
+  return Object.assign(new Error(`The response body has ${received} bytes, ${expected} were expected.`), {
+    code: "ECONNRESET",
+  });
 }
 
 function abortErrorFrom(signal: AbortSignal): Error {
