@@ -408,10 +408,12 @@ async function applySegments(
           stop = true;
           break;
         }
-        for await (const page of pages) {
-          const previous = pending.get(page.pgno);
-          if (previous === undefined) pendingBytes += pageSize;
-          pending.set(page.pgno, Buffer.from(page.data));
+        for await (const batch of pages) {
+          for (const page of batch) {
+            const previous = pending.get(page.pgno);
+            if (previous === undefined) pendingBytes += pageSize;
+            pending.set(page.pgno, Buffer.from(page.data));
+          }
         }
         commitSize = t.commitSize;
         txn = t.txn;

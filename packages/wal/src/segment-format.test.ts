@@ -23,7 +23,7 @@ async function decodeAll(bytes: Buffer, chunk = 1000) {
   const out: { txn: number; pages: { pgno: number; data: Buffer }[] }[] = [];
   for await (const { txn, pages } of decoded.transactions()) {
     const list: { pgno: number; data: Buffer }[] = [];
-    for await (const p of pages) list.push({ pgno: p.pgno, data: Buffer.from(p.data) });
+    for await (const batch of pages) for (const p of batch) list.push({ pgno: p.pgno, data: Buffer.from(p.data) });
     out.push({ txn: txn.txn, pages: list });
   }
   return { header: decoded.header, out };

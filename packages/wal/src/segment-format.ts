@@ -104,7 +104,8 @@ export async function* encodeSegment(header: SegmentHeader, pages: AsyncIterable
 export interface DecodedSegment {
   readonly header: SegmentHeader;
   /** Each transaction with its pages; iterate each transaction's pages fully before the next. */
-  transactions(): AsyncGenerator<{ readonly txn: SegmentTransaction; readonly pages: AsyncGenerator<SegmentPage> }>;
+  /** Each transaction with its pages, in batches (read them before the next transaction). */
+  transactions(): AsyncGenerator<{ readonly txn: SegmentTransaction; readonly pages: AsyncGenerator<SegmentPage[]> }>;
 }
 
 /**
@@ -150,17 +151,26 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
       throw corrupt(name, `its body cannot be read (${error instanceof Error ? error.message : String(error)})`);
     }
   };
+  const recordSize = 4 + header.pageSize;
   async function* readTransactions(): AsyncGenerator<{
     readonly txn: SegmentTransaction;
-    readonly pages: AsyncGenerator<SegmentPage>;
+    readonly pages: AsyncGenerator<SegmentPage[]>;
   }> {
     for (const txn of header.transactions) {
       let read = 0;
-      const txnPages = (async function* (): AsyncGenerator<SegmentPage> {
-        for (; read < txn.pages; read++) {
-          const record = await readPlain(4 + header.pageSize);
-          if (!record) throw corrupt(name, `it ends inside transaction ${txn.txn}`);
-          yield { pgno: record.readUInt32BE(0), data: record.subarray(4) };
+      // Pages come in batches of what is already inflated: one await per batch, not per page.
+      const txnPages = (async function* (): AsyncGenerator<SegmentPage[]> {
+        while (read < txn.pages) {
+          const first = await readPlain(recordSize);
+          if (!first) throw corrupt(name, `it ends inside transaction ${txn.txn}`);
+          read++;
+          const batch: SegmentPage[] = [{ pgno: first.readUInt32BE(0), data: first.subarray(4) }];
+          for (; read < txn.pages && batch.length < PAGE_BATCH; read++) {
+            const record = pages.readBuffered(recordSize);
+            if (!record) break;
+            batch.push({ pgno: record.readUInt32BE(0), data: record.subarray(4) });
+          }
+          yield batch;
         }
       })();
       yield { txn, pages: txnPages };
@@ -178,8 +188,11 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
   };
 }
 
+/** Pages handed out per batch at most. */
+const PAGE_BATCH = 256;
+
 async function* inflate(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const gunzip = createGunzip({ finishFlush: zlibConstants.Z_SYNC_FLUSH });
+  const gunzip = createGunzip({ finishFlush: zlibConstants.Z_SYNC_FLUSH, chunkSize: 128 * 1024 });
   const feeding = (async () => {
     try {
       for await (const chunk of source) {
@@ -217,6 +230,11 @@ class ByteReader {
   /** Exactly `n` bytes, or undefined when the stream ends first. */
   async read(n: number): Promise<Buffer | undefined> {
     await this.#fill(n);
+    return this.readBuffered(n);
+  }
+
+  /** Exactly `n` bytes if that many are buffered already (no waiting), else undefined. */
+  readBuffered(n: number): Buffer | undefined {
     if (this.#length < n) return undefined;
     const all = this.#buffered.length === 1 ? this.#buffered[0]! : Buffer.concat(this.#buffered, this.#length);
     const out = all.subarray(0, n);
