@@ -410,9 +410,13 @@ async function applySegments(
         }
         for await (const batch of pages) {
           for (const page of batch) {
+            // Our own copy (a view would pin the decoder's whole chunk); a page written again
+            // in the batch reuses it.
             const previous = pending.get(page.pgno);
-            if (previous === undefined) pendingBytes += pageSize;
-            pending.set(page.pgno, Buffer.from(page.data));
+            if (previous === undefined) {
+              pendingBytes += pageSize;
+              pending.set(page.pgno, Buffer.from(page.data));
+            } else previous.set(page.data);
           }
         }
         commitSize = t.commitSize;
