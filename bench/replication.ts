@@ -23,6 +23,7 @@ import { type PollStats, S3Remote, S3Watcher, startGateway } from "./lib/replica
 import {
   createSeqTable,
   LIFEBOAT,
+  LIFEBOAT_BATCHED,
   LITESTREAM_DEFAULT,
   LITESTREAM_FAST,
   LITESTREAM_SYNC100,
@@ -592,7 +593,7 @@ function kindOf(path: string): string {
 }
 
 async function requestsScenario(): Promise<RequestCounts> {
-  const specs = [LIFEBOAT, LITESTREAM_DEFAULT];
+  const specs = [LIFEBOAT, LIFEBOAT_BATCHED, LITESTREAM_DEFAULT];
   const sessions = await Promise.all(
     specs.map(async (spec) => {
       const dir = runDir(`requests-${spec.id}`);
@@ -1056,7 +1057,7 @@ async function main(): Promise<void> {
     if (only.has("lag")) {
       for (let round = 1; round <= P.lagRounds; round++) {
         for (const rate of P.rates) {
-          for (const spec of [LIFEBOAT, LITESTREAM_DEFAULT, LITESTREAM_SYNC100, LITESTREAM_FAST]) {
+          for (const spec of [LIFEBOAT, LIFEBOAT_BATCHED, LITESTREAM_DEFAULT, LITESTREAM_SYNC100, LITESTREAM_FAST]) {
             log(`lag: ${spec.id} at ${rate} tx/s, round ${round}`);
             lag.push(await lagRun(spec, rate, round));
             rmSync(runDir(`lag-${spec.id}-${rate}-r${round}`), { recursive: true, force: true });

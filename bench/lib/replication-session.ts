@@ -31,9 +31,17 @@ export interface ReplicatorSpec {
   readonly label: string;
   readonly tool: ToolName;
   readonly litestream?: LitestreamSettings;
+  /** Extra `lifeboat replicate` arguments. */
+  readonly lifeboatArgs?: readonly string[];
 }
 
 export const LIFEBOAT: ReplicatorSpec = { id: "lifeboat", label: "Lifeboat (defaults)", tool: "lifeboat" };
+export const LIFEBOAT_BATCHED: ReplicatorSpec = {
+  id: "lifeboat-1s",
+  label: "Lifeboat, --segment-interval 1s",
+  tool: "lifeboat",
+  lifeboatArgs: ["--segment-interval", "1s"],
+};
 export const LITESTREAM_DEFAULT: ReplicatorSpec = {
   id: "litestream",
   label: "Litestream 0.3.13 (defaults: monitor 1s, sync 1s)",
@@ -130,7 +138,7 @@ export class Session {
     if (this.remote && this.bucket) await this.remote.createBucket(this.bucket);
     this.watcher.start();
     if (this.spec.tool === "lifeboat") {
-      this.child = startLifeboat(this.db, this.lifeboatTo, this.dir, nodeArgs);
+      this.child = startLifeboat(this.db, this.lifeboatTo, this.dir, nodeArgs, this.spec.lifeboatArgs);
       await lifeboatReady(this.child);
     } else {
       const replica = this.remote && this.bucket ? this.remote.litestreamReplica(this.bucket) : this.target;

@@ -136,8 +136,18 @@ export function writeLitestreamConfig(
   writeFileSync(file, yaml);
 }
 
-export function startLifeboat(db: string, target: string, cwd: string, nodeArgs: string[] = []): Child {
-  return new Child(process.execPath, [...nodeArgs, LIFEBOAT_CLI, "replicate", db, "--to", target, "--json"], cwd);
+export function startLifeboat(
+  db: string,
+  target: string,
+  cwd: string,
+  nodeArgs: string[] = [],
+  extra: readonly string[] = [],
+): Child {
+  return new Child(
+    process.execPath,
+    [...nodeArgs, LIFEBOAT_CLI, "replicate", db, "--to", target, "--json", ...extra],
+    cwd,
+  );
 }
 
 export async function lifeboatReady(child: Child): Promise<void> {

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
+import { parseDuration } from "@lifeboat/core";
 import { createDaemon } from "@lifeboat/daemon";
 import { Replicator, type ReplicatorEvent, replicatorOptionsFrom } from "@lifeboat/wal";
 import type { Command } from "commander";
@@ -13,6 +14,7 @@ interface Flags extends CommonFlags, DaemonFlags {
   readonly verbose?: boolean;
   readonly serve?: boolean;
   readonly exec?: string;
+  readonly segmentInterval?: string;
 }
 
 /** Signals `--exec` passes on to the app (it runs in its own process group, so none reaches it twice). */
@@ -55,10 +57,16 @@ export function registerReplicate(program: Command): void {
     .option("--to <location...>", "archive here instead of the config's targets (a directory or a URL)")
     .option("-v, --verbose", "print every shipped segment and checkpoint")
     .option(
+      "--segment-interval <duration>",
+      "cut a segment at most this often (overrides replication.segmentInterval; e.g. 1s: fewer storage requests, more lag)",
+    )
+    .option(
       "--exec <command>",
       "once archiving runs, run this command (through the shell) as a child; SIGINT/SIGTERM/SIGHUP go to it; when it exits, ship everything and exit with its exit code",
     )
     .action(async (db: string | undefined, flags: Flags) => {
+      const segmentIntervalMs =
+        flags.segmentInterval === undefined ? undefined : parseDuration(flags.segmentInterval, "--segment-interval");
       const lb = await loadLifeboat(db, flags);
       const names = flags.to ? [lb.databases[0]!] : db === undefined ? lb.databases : [db];
       const replicators: Replicator[] = [];
@@ -124,6 +132,7 @@ export function registerReplicate(program: Command): void {
           const context = await lb.database(name);
           const replicator = new Replicator(context, {
             ...replicatorOptionsFrom(context),
+            ...(segmentIntervalMs !== undefined ? { segmentIntervalMs } : {}),
             snapshotIntervalMs: undefined, // the daemon schedules snapshots (schedule.snapshot, else snapshot.interval)
             onEvent: (event) => {
               print(event);
