@@ -454,7 +454,16 @@ export function mountTmpfs(dir: string, sizeMb = 256): void {
 }
 
 export function remount(dir: string, mode: "ro" | "rw"): void {
-  run("mount", ["-o", `remount,${mode}`, dir]);
+  // Remounting read-only fails ("busy") while a file on it is open for writing: an upload in
+  // flight at that instant. Try again briefly, as an operator would.
+  for (let attempt = 1; ; attempt++) {
+    const result = spawnSync("mount", ["-o", `remount,${mode}`, dir], { encoding: "utf8" });
+    if (result.status === 0) return;
+    if (attempt >= 40 || !/busy/.test(result.stderr)) {
+      throw new Error(`mount -o remount,${mode} ${dir} failed: ${result.stderr}`);
+    }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
+  }
 }
 
 export function unmount(dir: string): void {

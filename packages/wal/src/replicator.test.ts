@@ -46,7 +46,7 @@ async function setup(
 
 describe("replicator and point-in-time restore", () => {
   it("restores exactly the state after any shipped transaction", async () => {
-    const { dir, app, db, replicator } = await setup({ checkpointPages: 40 });
+    const { dir, app, db, replicator, events } = await setup({ checkpointPages: 40 });
     await replicator.start();
     const hashes: string[] = [databaseContentHash(app)];
     const insert = app.prepare("INSERT INTO t (v, b) VALUES (?, ?)");
@@ -62,6 +62,9 @@ describe("replicator and point-in-time restore", () => {
     expect(stopped.pending).toEqual([]);
     expect(replicator.txn).toBe(120);
     expect(replicator.maxWriteLockMs).toBe(0); // checkpoints never take the write lock
+    // PASSIVE checkpoints (on their own thread) completed and the WAL restarted, in one generation.
+    expect(events.some((e) => e.type === "checkpoint" && e.mode === "PASSIVE" && e.complete)).toBe(true);
+    expect(events.filter((e) => e.type === "generation")).toHaveLength(1);
 
     for (const txn of [0, 1, 17, 59, 60, 61, 90, 119, 120]) {
       const output = join(dir, `restored-${txn}.db`);

@@ -43,6 +43,7 @@ import {
   walStartPosition,
 } from "@lifeboat/sqlite";
 import Database from "better-sqlite3";
+import { CheckpointThread } from "./checkpoint-thread.js";
 import { Lease } from "./lease.js";
 import { encodeSegment, type SegmentHeader, type SegmentPage, type SegmentTransaction } from "./segment-format.js";
 import { segmentKey } from "./segment-keys.js";
@@ -189,6 +190,9 @@ export class Replicator {
   #stopped = false;
   #watcher: FSWatcher | null = null;
   #timer: NodeJS.Timeout | null = null;
+  #checkpointer: CheckpointThread | null = null;
+  #checkpointing: Promise<void> | null = null;
+  #emergencyDue = false;
   /** Pending wake-up while `segmentIntervalMs` holds changes back. */
   #batchTimer: NodeJS.Timeout | null = null;
   #lastSegmentAt = 0;
@@ -701,7 +705,22 @@ export class Replicator {
     }
     const waitingForRestart =
       this.#restartExpected !== null && posKey(this.#restartExpected) === posKey(this.#position);
-    if (mayCheckpoint && !waitingForRestart && this.#position.frame > this.#o.checkpointPages) await this.#checkpoint();
+    if (mayCheckpoint && this.#emergencyDue) {
+      this.#emergencyDue = false;
+      await this.#emergencyCheckpoint();
+    } else if (
+      mayCheckpoint &&
+      !waitingForRestart &&
+      !this.#checkpointing &&
+      this.#position.frame > this.#o.checkpointPages
+    ) {
+      // On its own thread: shipping and uploads go on while it copies pages and fsyncs.
+      this.#checkpointing = this.#checkpoint()
+        .catch((e) => this.#report(e))
+        .finally(() => {
+          this.#checkpointing = null;
+        });
+    }
   }
 
   /** True (and handled) when the database file was deleted or replaced under the replicator. */
@@ -816,15 +835,11 @@ export class Replicator {
    * which #continuity recognises as the same history.
    */
   async #checkpoint(): Promise<void> {
-    let row: { busy: number; log: number; checkpointed: number } | undefined;
-    const checkpointer = this.#checkpointConnection();
-    try {
-      row = (checkpointer.pragma("wal_checkpoint(PASSIVE)") as (typeof row)[])[0];
-    } catch {
-      row = undefined; // busy: another checkpoint runs; try at the next sync
-    } finally {
-      checkpointer.close();
-    }
+    const at = this.#position;
+    this.#checkpointer ??= new CheckpointThread(this.db.path);
+    // Undefined when busy (another checkpoint runs): try at a later sync.
+    const row = await this.#checkpointer.passive();
+    if (this.#stopped) return;
     this.#emit({
       type: "checkpoint",
       database: this.db.name,
@@ -833,11 +848,15 @@ export class Replicator {
       complete: Boolean(row && row.log === row.checkpointed),
       writeLockMs: 0,
     });
-    // Complete at our position: nothing to do until the next writer restarts the WAL.
-    if (row && row.log === row.checkpointed && row.log === this.#position?.frame)
-      this.#restartExpected = this.#position;
-    if (row && row.log !== row.checkpointed && row.log > this.#o.emergencyCheckpointPages)
-      await this.#emergencyCheckpoint();
+    // Complete at our position (nothing shipped since): nothing to do until the next writer
+    // restarts the WAL.
+    if (row && row.log === row.checkpointed && at && row.log === at.frame && this.#position === at)
+      this.#restartExpected = at;
+    if (row && row.log !== row.checkpointed && row.log > this.#o.emergencyCheckpointPages) {
+      // It ships transactions, so it runs inside a sync pass, never beside one.
+      this.#emergencyDue = true;
+      void this.sync().catch((e) => this.#report(e));
+    }
   }
 
   #checkpointConnection(): Database.Database {
@@ -1093,6 +1112,9 @@ export class Replicator {
     if (this.#snapshotTimer) clearInterval(this.#snapshotTimer);
     await this.sync().catch((e) => this.#report(e));
     this.#stopped = true;
+    await this.#checkpointing;
+    await this.#checkpointer?.close();
+    this.#checkpointer = null;
     const deadline = Date.now() + timeoutMs;
     for (const t of this.#targets) {
       if (t.retryTimer) {
