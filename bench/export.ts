@@ -3,7 +3,13 @@
  * table piped into `zip` (and, for reference, Lifeboat's uncompressed directory export and the
  * import of its ZIP back into a database), in one run.
  *
- *   node --import tsx bench/export.ts [--size-mb 1024] [--runs 2] [--db PATH] [--keep]
+ *   node --import tsx bench/export.ts [--size-mb 1024] [--runs 2] [--db PATH] [--keep] [--baseline DIST]
+ *
+ * `--baseline` names another build of the package (a directory holding its compiled index.js, e.g.
+ * made with `npx tsc -p tsconfig.build.json --outDir dist-baseline` in packages/export before a
+ * change): its ZIP and directory exports then run as two more peers in the same repetitions, for a
+ * before/after comparison under the same load. The directory must sit inside packages/export so
+ * that its imports resolve.
  *
  * Needs the built package (`pnpm build`, or `npx tsc -p tsconfig.build.json` in packages/export),
  * because the product runs compiled JavaScript. Every measured command is a real process timed
@@ -36,12 +42,13 @@ const { values } = parseArgs({
     runs: { type: "string", default: "2" },
     db: { type: "string" },
     keep: { type: "boolean", default: false },
+    baseline: { type: "string" },
   },
 });
 
 /** The program a measured Lifeboat process runs: one export or import, nothing else. */
-function childProgram(call: string): string {
-  return `const lib = await import(${JSON.stringify(pathToFileURL(DIST).href)});
+function childProgram(call: string, dist: string): string {
+  return `const lib = await import(${JSON.stringify(pathToFileURL(dist).href)});
 const started = Date.now();
 const r = await lib.${call};
 process.stdout.write(JSON.stringify({ ms: Date.now() - started }) + "\\n");`;
@@ -68,7 +75,7 @@ async function main(): Promise<void> {
   const sizeMB = Number(values["size-mb"]);
   const runs = Number(values.runs);
   if (!(sizeMB > 0) || !(Number.isInteger(runs) && runs > 0)) {
-    console.error("usage: export.ts [--size-mb N] [--runs N] [--db PATH] [--keep]");
+    console.error("usage: export.ts [--size-mb N] [--runs N] [--db PATH] [--keep] [--baseline DIST]");
     process.exit(2);
   }
   for (const [what, path, fix] of [
@@ -81,6 +88,11 @@ async function main(): Promise<void> {
       console.error(`Missing ${what} (${path}): ${fix}.`);
       process.exit(2);
     }
+  }
+  const baseline = values.baseline ? join(resolve(values.baseline), "index.js") : undefined;
+  if (baseline !== undefined && !existsSync(baseline)) {
+    console.error(`Missing the baseline build ${baseline}.`);
+    process.exit(2);
   }
   if (statSync(DIST).mtimeMs < newestSource()) {
     console.error(`${DIST} is older than packages/export/src: rebuild it (pnpm build).`);
@@ -118,12 +130,13 @@ async function main(): Promise<void> {
     `fixture: ${(pageBytes / 1e6).toFixed(0)} MB (${mib(pageBytes)} MiB), ${tables.length} tables, ${rows.reduce((a, b) => a + b, 0)} rows${values.db ? " (given)" : `, generated in ${((Date.now() - generated) / 1000).toFixed(0)} s`}`,
   );
 
-  const node = (call: string) => [process.execPath, ["--input-type=module", "-e", childProgram(call)]] as const;
-  const lifeboat = (format: "zip" | "dir"): Peer => ({
-    name: `lifeboat export (${format === "zip" ? "CSV ZIP, deflate 6" : "CSV directory"})`,
+  const node = (call: string, dist = DIST) =>
+    [process.execPath, ["--input-type=module", "-e", childProgram(call, dist)]] as const;
+  const lifeboat = (format: "zip" | "dir", dist = DIST): Peer => ({
+    name: `${dist === DIST ? "" : "baseline build: "}lifeboat export (${format === "zip" ? "CSV ZIP, deflate 6" : "CSV directory"})`,
     async run(out) {
       const file = join(out, format === "zip" ? "export.zip" : "export");
-      const [cmd, args] = node(`exportDatabase(${JSON.stringify({ database: dbPath, output: file, format })})`);
+      const [cmd, args] = node(`exportDatabase(${JSON.stringify({ database: dbPath, output: file, format })})`, dist);
       return { timing: await runTimed(cmd, args, { cwd: resolve(here, "..") }), file };
     },
   });
@@ -149,7 +162,12 @@ async function main(): Promise<void> {
       return { timing, file };
     },
   };
-  const peers = [lifeboat("zip"), sqliteZip, lifeboat("dir")];
+  const peers = [
+    lifeboat("zip"),
+    sqliteZip,
+    lifeboat("dir"),
+    ...(baseline ? [lifeboat("zip", baseline), lifeboat("dir", baseline)] : []),
+  ];
   const samples = new Map<string, { timing: TimedRun; bytes: number }[]>(peers.map((p) => [p.name, []]));
   const imports: TimedRun[] = [];
   let dropped = true;
@@ -241,7 +259,7 @@ ${table}
   comparison of the work each route does.
 - Peak RSS is GNU time's maximum resident set of the measured process (for the sqlite3 route, of
   the largest process in the pipeline).
-`;
+${baseline ? `- "baseline build" rows: the same export run from another build of the package (${baseline}), in the same repetitions.\n` : ""}`;
   const resultsDir = join(here, "results");
   mkdirSync(resultsDir, { recursive: true });
   writeFileSync(join(resultsDir, "export.md"), report);

@@ -15,7 +15,7 @@ import {
   tempPathFor,
 } from "@lifeboat/core";
 import Database from "better-sqlite3";
-import { stringify } from "csv-stringify/sync";
+import { CsvWriter } from "./csv-writer.js";
 import { checkOutput, directorySink, type ExportFormat, type ExportSink, zipSink } from "./export-sink.js";
 import { csvFileNames } from "./file-names.js";
 import {
@@ -37,7 +37,7 @@ import {
   type SchemaEntry,
   selectRowsSql,
 } from "./schema-reader.js";
-import { type SqliteValue, STRINGIFY_OPTIONS, type StorageClass, VALUE_ENCODING } from "./value-codec.js";
+import { type SqliteValue, type StorageClass, VALUE_ENCODING } from "./value-codec.js";
 
 const TOOL = {
   name: "@lifeboat/export",
@@ -45,9 +45,6 @@ const TOOL = {
     .version,
 };
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
-/** Rows are turned into CSV text in batches of about this many bytes (constant memory, few calls). */
-const BATCH_BYTES = 256 * 1024;
-const BATCH_ROWS = 1000;
 
 export interface ExportProgress {
   /** `download`: fetching a backup first; `export`: writing CSV files. */
@@ -310,18 +307,14 @@ export async function exportDatabase(options: ExportDatabaseOptions): Promise<Ex
       const out = await sink.file(file);
       await out.write(BOM);
       const header = [...(relation.rowidColumn ? [relation.rowidColumn] : []), ...relation.columns.map((c) => c.name)];
-      await out.write(Buffer.from(stringify([header], STRINGIFY_OPTIONS), "utf8"));
+      // Rows are encoded as they are read and written in chunks of 256 KiB (constant memory).
+      const csv = new CsvWriter();
+      csv.add(header);
       const offset = relation.rowidColumn ? 1 : 0;
       const classes = relation.columns.map(() => ({ null: 0, integer: 0, real: 0, text: 0, blob: 0 }));
       let rows = 0;
-      let batch: SqliteValue[][] = [];
-      let batchBytes = 0;
-      const flush = async (): Promise<void> => {
-        if (batch.length === 0) return;
-        const text = stringify(batch, STRINGIFY_OPTIONS);
-        batch = [];
-        batchBytes = 0;
-        await out.write(Buffer.from(text, "utf8"));
+      const flush = async (all: boolean): Promise<void> => {
+        for (const chunk of csv.take(all)) await out.write(chunk);
         if (options.signal?.aborted) {
           throw new LifeboatError(ErrorCodes.ABORTED, `The export of ${path} was aborted.`, {
             plugin: "export",
@@ -346,21 +339,14 @@ export async function exportDatabase(options: ExportDatabaseOptions): Promise<Ex
             if (value === null) tally.null++;
             else if (typeof value === "bigint") tally.integer++;
             else if (typeof value === "number") tally.real++;
-            else if (typeof value === "string") {
-              tally.text++;
-              batchBytes += value.length;
-            } else {
-              tally.blob++;
-              batchBytes += value.length * 1.34;
-            }
+            else if (typeof value === "string") tally.text++;
+            else tally.blob++;
           }
-          batch.push(row);
-          batchBytes += 8 * row.length;
           rows++;
           if (relation.kind !== "view") rowsDone++;
-          if (batchBytes >= BATCH_BYTES || batch.length >= BATCH_ROWS) await flush();
+          if (csv.add(row)) await flush(false);
         }
-        await flush();
+        await flush(true);
       } catch (error) {
         throw databaseError(error, path);
       }

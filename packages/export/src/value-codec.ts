@@ -61,27 +61,6 @@ export function formatBlob(value: Uint8Array): string {
 }
 
 /**
- * csv-stringify options that apply the rules: every string is quoted (the empty one too), numbers
- * and BLOBs become unquoted tokens, NULL nothing; records end with CRLF (RFC 4180).
- */
-export const STRINGIFY_OPTIONS = {
-  quoted_string: true,
-  record_delimiter: "windows" as const,
-  cast: {
-    bigint: (value: bigint) => value.toString(),
-    number: (value: number) => formatReal(value),
-    object: (value: object) => {
-      if (value instanceof Uint8Array) return formatBlob(value);
-      throw new LifeboatError(ErrorCodes.INTERNAL, `Unexpected value of type ${value.constructor.name} in a row.`, {
-        plugin: "export",
-        operation: "export",
-        hint: "This is a bug in Lifeboat; please report it.",
-      });
-    },
-  },
-};
-
-/**
  * Reads one CSV field back into a SQLite value. `quoted` says whether the field was quoted in the
  * file (csv-parse reports it as `context.quoting`). Throws CORRUPT_BACKUP for a field no export
  * writes, naming `where` (file, line and column).
