@@ -16,7 +16,7 @@ import { dirname, join } from "node:path";
 import { readAll } from "@lifeboat/core";
 import { type S3Server, startS3Server } from "@lifeboat/testkit";
 import { type S3StorageTarget, s3Storage } from "../../packages/storage-s3/src/index.js";
-import type { ObjectEvent, TargetWatcher } from "./replication-watch.js";
+import { countEvents, type ObjectEvent, type TargetWatcher } from "./replication-watch.js";
 
 /** Key prefix of the replica inside each session's bucket (Lifeboat `s3://BUCKET/replica`, Litestream `path: replica`). */
 export const S3_PREFIX = "replica";
@@ -224,14 +224,7 @@ export class S3Watcher implements TargetWatcher {
   }
 
   count(from: number, to: number, filter: (path: string) => boolean = () => true): { puts: number; deletes: number } {
-    let puts = 0;
-    let deletes = 0;
-    for (const e of this.events) {
-      if (e.at < from || e.at >= to || !filter(e.path)) continue;
-      if (e.kind === "put") puts++;
-      else deletes++;
-    }
-    return { puts, deletes };
+    return countEvents(this.events, from, to, filter);
   }
 
   async settle(): Promise<void> {

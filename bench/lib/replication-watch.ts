@@ -12,6 +12,23 @@
 import { type FSWatcher, lstatSync, readdirSync, watch } from "node:fs";
 import { join, relative } from "node:path";
 
+/** Writes and deletes among `events` in [from, to) whose path passes `filter`. */
+export function countEvents(
+  events: readonly ObjectEvent[],
+  from: number,
+  to: number,
+  filter: (path: string) => boolean = () => true,
+): { puts: number; deletes: number } {
+  let puts = 0;
+  let deletes = 0;
+  for (const e of events) {
+    if (e.at < from || e.at >= to || !filter(e.path)) continue;
+    if (e.kind === "put") puts++;
+    else deletes++;
+  }
+  return { puts, deletes };
+}
+
 export interface ObjectEvent {
   readonly at: number;
   readonly kind: "put" | "delete";
@@ -126,14 +143,7 @@ export class TreeWatcher implements TargetWatcher {
 
   /** Counts writes and deletes in [from, to). */
   count(from: number, to: number, filter: (path: string) => boolean = () => true): { puts: number; deletes: number } {
-    let puts = 0;
-    let deletes = 0;
-    for (const e of this.events) {
-      if (e.at < from || e.at >= to || !filter(e.path)) continue;
-      if (e.kind === "put") puts++;
-      else deletes++;
-    }
-    return { puts, deletes };
+    return countEvents(this.events, from, to, filter);
   }
 
   /** Events arrive as they happen and `present()` scans the directory: nothing to catch up. */
