@@ -58,6 +58,8 @@ const { values: args } = parseArgs({
     keep: { type: "boolean", default: false },
     rounds: { type: "string" },
     "cpu-prof": { type: "boolean", default: false },
+    /** Only these replicators in the lag scenario (spec ids, comma-separated), e.g. lifeboat,litestream-100ms. */
+    replicators: { type: "string" },
     target: { type: "string", default: "local" },
     /** S3 only: keep radosgw's default (Nagle on: ~40 ms per response with a body) instead of tcp_nodelay=1. */
     "rgw-nagle": { type: "boolean", default: false },
@@ -1057,7 +1059,13 @@ async function main(): Promise<void> {
     if (only.has("lag")) {
       for (let round = 1; round <= P.lagRounds; round++) {
         for (const rate of P.rates) {
-          for (const spec of [LIFEBOAT, LIFEBOAT_BATCHED, LITESTREAM_DEFAULT, LITESTREAM_SYNC100, LITESTREAM_FAST]) {
+          for (const spec of [
+            LIFEBOAT,
+            LIFEBOAT_BATCHED,
+            LITESTREAM_DEFAULT,
+            LITESTREAM_SYNC100,
+            LITESTREAM_FAST,
+          ].filter((s) => !args.replicators || args.replicators.split(",").includes(s.id))) {
             log(`lag: ${spec.id} at ${rate} tx/s, round ${round}`);
             lag.push(await lagRun(spec, rate, round));
             rmSync(runDir(`lag-${spec.id}-${rate}-r${round}`), { recursive: true, force: true });

@@ -71,6 +71,11 @@ export class CheckpointThread {
     });
   }
 
+  /** The thread ended (closed, or died): make a new one. */
+  get exited(): boolean {
+    return this.#exited;
+  }
+
   /** `PRAGMA wal_checkpoint(PASSIVE)`'s row; undefined if it failed (busy, or the thread is gone). */
   passive(): Promise<CheckpointRow | undefined> {
     if (this.#pending || this.#exited) return Promise.resolve(undefined); // one at a time

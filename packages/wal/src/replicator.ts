@@ -150,6 +150,9 @@ interface PersistedState {
   readonly targets: Record<string, { generation: string | null; shipped: number }>;
 }
 
+/** After a PASSIVE checkpoint that could not finish, the next one waits this long (ms; at most the sync interval). */
+const CHECKPOINT_RETRY_MS = 1000;
+
 /** Past this many unshipped frames, an emergency checkpoint catches up once more before it takes the write lock. */
 const EMERGENCY_LOCKED_SHIP_FRAMES = 2000;
 
@@ -193,6 +196,7 @@ export class Replicator {
   #checkpointer: CheckpointThread | null = null;
   #checkpointing: Promise<void> | null = null;
   #emergencyDue = false;
+  #nextCheckpointAt = 0;
   /** Pending wake-up while `segmentIntervalMs` holds changes back. */
   #batchTimer: NodeJS.Timeout | null = null;
   #lastSegmentAt = 0;
@@ -712,7 +716,8 @@ export class Replicator {
       mayCheckpoint &&
       !waitingForRestart &&
       !this.#checkpointing &&
-      this.#position.frame > this.#o.checkpointPages
+      this.#position.frame > this.#o.checkpointPages &&
+      (Date.now() >= this.#nextCheckpointAt || this.#position.frame > this.#o.emergencyCheckpointPages)
     ) {
       // On its own thread: shipping and uploads go on while it copies pages and fsyncs.
       this.#checkpointing = this.#checkpoint()
@@ -836,9 +841,13 @@ export class Replicator {
    */
   async #checkpoint(): Promise<void> {
     const at = this.#position;
-    this.#checkpointer ??= new CheckpointThread(this.db.path);
+    if (!this.#checkpointer || this.#checkpointer.exited) this.#checkpointer = new CheckpointThread(this.db.path);
     // Undefined when busy (another checkpoint runs): try at a later sync.
     const row = await this.#checkpointer.passive();
+    // One that could not finish (the app went on writing) is not retried at every pass: each
+    // copies pages and fsyncs the database file.
+    this.#nextCheckpointAt =
+      row && row.log === row.checkpointed ? 0 : Date.now() + Math.min(CHECKPOINT_RETRY_MS, this.#o.syncIntervalMs);
     if (this.#stopped) return;
     this.#emit({
       type: "checkpoint",
