@@ -375,9 +375,7 @@ describe("archived WAL segments with zstd + age", () => {
       watched = await cliWithStdinAsync(
         ["restore", "--latest", "--key-stdin", "--output", watchedOutput],
         team.secret,
-        {
-          cwd: wdir,
-        },
+        { cwd: wdir, env: {} },
       );
     } finally {
       clearInterval(poll);
