@@ -5,7 +5,12 @@
  * a missing bucket, aborts. Every error must name the target, say what to do, and hold no secret.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import {
+  createServer as createHttpServer,
+  type Server as HttpServer,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+} from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
 import { inspect } from "node:util";
 import { HeadObjectCommand, ListMultipartUploadsCommand, S3Client } from "@aws-sdk/client-s3";
@@ -170,16 +175,8 @@ async function faultProxy(): Promise<{
     forward.on("error", () => res.destroy());
     req.pipe(forward);
   });
-  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        proxy.close(() => resolve());
-        proxy.closeAllConnections();
-      }),
-  );
   return {
-    endpoint: `http://127.0.0.1:${(proxy.address() as { port: number }).port}`,
+    endpoint: await listenOnLoopback(proxy),
     failNext: (faults) => queue.push(...faults),
     requests,
   };
@@ -220,16 +217,8 @@ async function cuttingProxy(): Promise<{ endpoint: string; cutNext(count: number
     forward.on("error", () => res.destroy());
     req.pipe(forward);
   });
-  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        proxy.close(() => resolve());
-        proxy.closeAllConnections();
-      }),
-  );
   return {
-    endpoint: `http://127.0.0.1:${(proxy.address() as { port: number }).port}`,
+    endpoint: await listenOnLoopback(proxy),
     cutNext: (count) => {
       pending += count;
     },
@@ -518,4 +507,17 @@ async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const item of items) out.push(item);
   return out;
+}
+
+/** Starts `server` on a free loopback port (closed after the test); returns its http:// endpoint. */
+async function listenOnLoopback(server: HttpServer): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 }
