@@ -15,6 +15,7 @@ import {
   checkRestoredFile,
   confirmRestore,
   type DatabaseContext,
+  type DatabaseDescription,
   decodeChain,
   download,
   ErrorCodes,
@@ -256,19 +257,23 @@ export async function restoreToPoint(
   const temp = tempPathFor(output, "restore");
   let applied: { txn: number; observedAt: number | null; segments: number };
   let integrity: IntegrityResult;
+  let restored = null as DatabaseDescription | null;
   try {
     // One fsync at the end (it covers the snapshot's pages too), while the integrity check runs.
     await download(db, repo, snapshot, temp, options, "none");
     const result = await applySegments(db, choice, temp, options);
     applied = result;
-    integrity = await whileSyncing(result.durable, () =>
-      checkRestoredFile(
+    integrity = await whileSyncing(result.durable, async () => {
+      const checked = await checkRestoredFile(
         db,
         temp,
         options.integrity ?? db.integrity,
         `The restore of ${db.name} to transaction ${result.txn} of generation ${choice.generation.generation}`,
-      ),
-    );
+      );
+      // The row counts of what is about to be installed, also while the fsync runs.
+      restored = await db.driver.describe(temp).catch(() => null);
+      return checked;
+    });
   } catch (error) {
     await removeQuietly(temp);
     throw error;
@@ -279,7 +284,6 @@ export async function restoreToPoint(
     backupId: `${choice.generation.generation}@${applied.txn}`,
     output,
   });
-  const restored = await db.driver.describe(output).catch(() => null);
   return {
     ...base,
     tables: restored

@@ -58,12 +58,18 @@ describe("replicator and point-in-time restore", () => {
       hashes.push(databaseContentHash(app));
       if (i % 10 === 0) await replicator.sync();
     }
+    // Writes pause: a PASSIVE checkpoint (on its own thread) can now complete.
+    const completed = () => events.some((e) => e.type === "checkpoint" && e.mode === "PASSIVE" && e.complete);
+    for (let waited = 0; !completed() && waited < 5000; waited += 50) {
+      await replicator.sync();
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const stopped = await replicator.stop();
     expect(stopped.pending).toEqual([]);
     expect(replicator.txn).toBe(120);
     expect(replicator.maxWriteLockMs).toBe(0); // checkpoints never take the write lock
     // PASSIVE checkpoints (on their own thread) completed and the WAL restarted, in one generation.
-    expect(events.some((e) => e.type === "checkpoint" && e.mode === "PASSIVE" && e.complete)).toBe(true);
+    expect(completed()).toBe(true);
     expect(events.filter((e) => e.type === "generation")).toHaveLength(1);
 
     for (const txn of [0, 1, 17, 59, 60, 61, 90, 119, 120]) {
