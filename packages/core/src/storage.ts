@@ -126,6 +126,36 @@ export interface StorageTarget {
 }
 
 /**
+ * Throws `INVALID_ARGUMENT` for a `put` whose body is neither bytes nor an async iterable of byte
+ * chunks, or whose `contentLength` is not a byte count. Targets call it at the top of `put`.
+ */
+export function assertPutArguments(
+  key: string,
+  body: unknown,
+  contentLength: number | undefined,
+  plugin?: string,
+): void {
+  const where = { ...(plugin ? { plugin } : {}), operation: "put" };
+  if (contentLength !== undefined && !(Number.isSafeInteger(contentLength) && contentLength >= 0)) {
+    throw new LifeboatError(ErrorCodes.INVALID_ARGUMENT, `contentLength must be a byte count, got ${contentLength}.`, {
+      ...where,
+      hint: "Pass the exact body length in bytes, or omit it.",
+    });
+  }
+  const iterable =
+    typeof body === "object" &&
+    body !== null &&
+    typeof (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === "function";
+  if (!(body instanceof Uint8Array) && !iterable) {
+    throw new LifeboatError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `The body for "${key}" must be a Uint8Array or an async iterable of Uint8Array chunks.`,
+      { ...where, hint: "Wrap strings with Buffer.from(); pass streams as they are." },
+    );
+  }
+}
+
+/**
  * Throws `INVALID_KEY` unless `key` is a valid storage key (see the module comment).
  * Targets call it at the top of every method.
  */

@@ -25,6 +25,7 @@ import {
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { Readable } from "node:stream";
 import {
+  assertPutArguments,
   assertValidKey,
   type Body,
   type ByteRange,
@@ -172,24 +173,7 @@ class LocalStorage implements StorageTarget {
     this.#checkOpen();
     const file = this.#pathOf(key);
     const { signal, contentLength } = options;
-    if (contentLength !== undefined && !(Number.isSafeInteger(contentLength) && contentLength >= 0)) {
-      throw new LifeboatError(
-        ErrorCodes.INVALID_ARGUMENT,
-        `contentLength must be a byte count, got ${contentLength}.`,
-        {
-          plugin: PLUGIN,
-          operation: "put",
-          hint: "Pass the exact body length in bytes, or omit it.",
-        },
-      );
-    }
-    if (!(body instanceof Uint8Array) && !isAsyncIterable(body)) {
-      throw new LifeboatError(
-        ErrorCodes.INVALID_ARGUMENT,
-        `The body for "${key}" must be a Uint8Array or an async iterable of Uint8Array chunks.`,
-        { plugin: PLUGIN, operation: "put", hint: "Wrap strings with Buffer.from(); pass streams as they are." },
-      );
-    }
+    assertPutArguments(key, body, contentLength, PLUGIN);
     const abortError = () => this.#abortError("put", key, signal);
     throwIfAborted(signal, abortError);
 
@@ -1006,14 +990,6 @@ function invalidOption(name: string, problem: string): LifeboatError {
     plugin: PLUGIN,
     hint: "See the @lifeboat/storage-local README for its options.",
   });
-}
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<Uint8Array> {
-  return (
-    typeof value === "object" &&
-    value !== null &&
-    typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === "function"
-  );
 }
 
 function isValidKey(key: string): boolean {

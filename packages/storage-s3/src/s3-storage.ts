@@ -36,6 +36,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import {
+  assertPutArguments,
   assertValidKey,
   type Body,
   type ByteRange,
@@ -389,24 +390,7 @@ class S3Storage implements S3StorageTarget {
     this.#checkOpen();
     assertValidKey(key, PLUGIN);
     const { signal, contentLength } = options;
-    if (contentLength !== undefined && !(Number.isSafeInteger(contentLength) && contentLength >= 0)) {
-      throw new LifeboatError(
-        ErrorCodes.INVALID_ARGUMENT,
-        `contentLength must be a byte count, got ${contentLength}.`,
-        {
-          plugin: PLUGIN,
-          operation: "put",
-          hint: "Pass the exact body length in bytes, or omit it.",
-        },
-      );
-    }
-    if (!(body instanceof Uint8Array) && !isAsyncIterable(body)) {
-      throw new LifeboatError(
-        ErrorCodes.INVALID_ARGUMENT,
-        `The body for "${key}" must be a Uint8Array or an async iterable of Uint8Array chunks.`,
-        { plugin: PLUGIN, operation: "put", hint: "Wrap strings with Buffer.from(); pass streams as they are." },
-      );
-    }
+    assertPutArguments(key, body, contentLength, PLUGIN);
     try {
       this.#throwIfAborted(signal, "put", key);
       // In the background: a put must not wait for (or fail on) another upload's cleanup.
@@ -1216,14 +1200,6 @@ function isValidKey(key: string): boolean {
   } catch {
     return false;
   }
-}
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<Uint8Array> {
-  return (
-    typeof value === "object" &&
-    value !== null &&
-    typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === "function"
-  );
 }
 
 function chunkTypeError(chunk: unknown): LifeboatError {
