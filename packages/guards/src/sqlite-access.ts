@@ -5,7 +5,10 @@
  */
 import { stat } from "node:fs/promises";
 import { ErrorCodes, errnoCode, LifeboatError } from "@lifeboat/core";
+import { closeQuietly, quoteIdentifier } from "@lifeboat/sqlite";
 import Database from "better-sqlite3";
+
+export { closeQuietly, quoteIdentifier } from "@lifeboat/sqlite";
 
 const PLUGIN = "guards";
 /** The files SQLite keeps next to a database. */
@@ -71,19 +74,6 @@ export function openForWriting(path: string, operation: string): Database.Databa
   } catch (error) {
     throw databaseError(error, path, operation);
   }
-}
-
-export function closeQuietly(db: Database.Database | undefined): void {
-  try {
-    if (db?.open) db.close();
-  } catch {
-    // Closing cannot make things worse than the error already being reported.
-  }
-}
-
-/** Quotes an SQL identifier ("my ""odd"" table"). */
-export function quoteIdentifier(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
 }
 
 /** User tables (as `@lifeboat/sqlite` lists them), sorted by name. */

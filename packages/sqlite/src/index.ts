@@ -1,3 +1,4 @@
+export { closeQuietly, quoteIdentifier } from "./database-file.js";
 export { type DatabaseHolder, findHolders } from "./in-use.js";
 export { ENVIRONMENT_TABLES } from "./inspect.js";
 export { SNAPSHOT_CHUNK_SIZE, type SqliteSnapshot, type SqliteSnapshotOptions } from "./snapshot.js";
