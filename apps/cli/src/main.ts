@@ -33,49 +33,34 @@ export interface KeyStdinFlags {
 
 type Register = (program: Command) => void;
 
-/** Command name -> the module that registers it (in help order). */
-const COMMANDS: Readonly<Record<string, () => Promise<Register>>> = (() => {
-  const init = async () => (await import("./commands/init.js")).registerInit;
-  const backup = async () => (await import("./commands/backup.js")).registerBackup;
-  const list = async () => (await import("./commands/list.js")).registerList;
-  const restore = async () => (await import("./commands/restore.js")).registerRestore;
-  const verify = async () => (await import("./commands/verify.js")).registerVerify;
-  const prune = async () => (await import("./commands/prune.js")).registerPrune;
-  const replicate = async () => (await import("./commands/replicate.js")).registerReplicate;
-  const serve = async () => (await import("./commands/serve.js")).registerServe;
-  const health = async () => (await import("./commands/health.js")).registerHealth;
-  const protect = async () => (await import("./commands/protect.js")).registerProtect;
-  const mark = async () => (await import("./commands/mark.js")).registerMark;
-  const check = async () => (await import("./commands/check.js")).registerCheck;
-  const exec = async () => (await import("./commands/exec.js")).registerExec;
-  const del = async () => (await import("./commands/delete.js")).registerDelete;
-  const clone = async () => (await import("./commands/clone.js")).registerClone;
-  const exp = async () => (await import("./commands/export.js")).registerExport;
-  const imp = async () => (await import("./commands/import.js")).registerImport;
-  const demo = async () => (await import("./commands/demo.js")).registerDemo;
-  return {
-    init,
-    backup,
-    list,
-    restore,
-    verify,
-    prune,
-    replicate,
-    serve,
-    health,
-    protect,
-    unprotect: protect,
-    status: protect,
-    mark,
-    check,
-    exec,
-    delete: del,
-    clone,
-    export: exp,
-    import: imp,
-    demo,
-  };
-})();
+/** Command name -> the module that registers it and its register function (in help order). */
+const COMMAND_MODULES: readonly (readonly [string, string, string])[] = [
+  ["init", "init", "registerInit"],
+  ["backup", "backup", "registerBackup"],
+  ["list", "list", "registerList"],
+  ["restore", "restore", "registerRestore"],
+  ["verify", "verify", "registerVerify"],
+  ["prune", "prune", "registerPrune"],
+  ["replicate", "replicate", "registerReplicate"],
+  ["serve", "serve", "registerServe"],
+  ["health", "health", "registerHealth"],
+  ["protect", "protect", "registerProtect"],
+  ["unprotect", "protect", "registerProtect"],
+  ["status", "protect", "registerProtect"],
+  ["mark", "mark", "registerMark"],
+  ["check", "check", "registerCheck"],
+  ["exec", "exec", "registerExec"],
+  ["delete", "delete", "registerDelete"],
+  ["clone", "clone", "registerClone"],
+  ["export", "export", "registerExport"],
+  ["import", "import", "registerImport"],
+  ["demo", "demo", "registerDemo"],
+];
+
+async function loadRegister(file: string, name: string): Promise<Register> {
+  const module = (await import(`./commands/${file}.js`)) as Record<string, Register>;
+  return module[name]!;
+}
 
 export async function main(argv: readonly string[]): Promise<number> {
   const program = new Command("lifeboat")
@@ -87,10 +72,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   // Only the named command's module is loaded (each pulls in its packages: S3, OpenPGP, the
   // daemon...), which keeps start-up short; help and unknown commands load them all.
   const name = argv[2];
-  const named = name !== undefined && Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   const version = name === "-V" || name === "--version";
-  const modules = named ? [named] : version ? [] : [...new Set(Object.values(COMMANDS))];
-  for (const load of modules) (await load())(program);
+  const named = COMMAND_MODULES.find(([command]) => command === name);
+  const modules = named
+    ? [named]
+    : version
+      ? []
+      : COMMAND_MODULES.filter(([, file], i, all) => all.findIndex(([, f]) => f === file) === i);
+  for (const [, file, register] of modules) (await loadRegister(file, register))(program);
   try {
     await program.parseAsync([...argv]);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
