@@ -93,12 +93,24 @@ export function readEnvironment(db: Database.Database): string | null {
   return null;
 }
 
-/** Runs `integrity_check` (full), `quick_check` (quick) or nothing (off) on `db`. */
+/**
+ * Runs `integrity_check` (full), `quick_check` (quick) or nothing (off) on `db`. A file so
+ * damaged that SQLite stops the check with SQLITE_CORRUPT is a failed check (with SQLite's
+ * message), not an exception: the caller reports every kind of corruption the same way.
+ */
 export function runIntegrityCheck(db: Database.Database, mode: IntegrityMode): IntegrityResult {
   if (mode === "off") return { check: "none", ok: true, messages: [] };
   const check = mode === "full" ? "integrity_check" : "quick_check";
-  const messages = db.prepare(`PRAGMA ${check}(${MAX_INTEGRITY_MESSAGES})`).pluck().all() as string[];
-  return integrityResultFrom(check, messages);
+  try {
+    const messages = db.prepare(`PRAGMA ${check}(${MAX_INTEGRITY_MESSAGES})`).pluck().all() as string[];
+    return integrityResultFrom(check, messages);
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === "string" && code.startsWith("SQLITE_CORRUPT")) {
+      return { check, ok: false, messages: [`${(error as Error).message} (${code})`] };
+    }
+    throw error;
+  }
 }
 
 /** The result of an integrity check from the rows it returned (a single "ok" row means intact). */

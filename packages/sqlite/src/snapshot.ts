@@ -117,10 +117,10 @@ export async function takeSnapshot(path: string, options: SqliteSnapshotOptions 
       checker = null;
     }
     // Deferred: only what streaming needs now; the B-tree walks run after the body warmed the cache.
-    const description = describeConnection(reader, path, !defer);
     const integrity: IntegrityResult = defer
       ? { check: "none", ok: true, messages: [] }
       : runIntegrityCheck(reader, mode);
+    const description = describeConnection(reader, path, !defer && integrity.ok);
 
     let pages: ReadonlyMap<number, number> | null = null;
     let walHeader: WalHeader | null = null;
@@ -187,14 +187,15 @@ export async function takeSnapshot(path: string, options: SqliteSnapshotOptions 
     const completeChecks = async (): Promise<SnapshotChecks> => {
       if (released) throw usage(path, "The snapshot was released before its deferred checks ran.");
       try {
-        const checked = describeConnection(reader, path);
-        if (checked.pageCount !== description.pageCount || checked.pageSize !== description.pageSize) {
-          throw inconsistent(path, "the page count changed inside the read transaction");
-        }
-        // The thread's result, or (if it failed) the check on B itself.
+        // The thread's result, or (if it failed) the check on B itself. The check comes before
+        // the row counts: counting a damaged table fails with a less useful message.
         const integrity = checker
           ? await checker.result().catch(() => runIntegrityCheck(reader, mode))
           : runIntegrityCheck(reader, mode);
+        const checked = describeConnection(reader, path, integrity.ok);
+        if (checked.pageCount !== description.pageCount || checked.pageSize !== description.pageSize) {
+          throw inconsistent(path, "the page count changed inside the read transaction");
+        }
         return { description: checked, integrity };
       } catch (error) {
         throw sqliteError(error, path, OPERATION);
