@@ -15,6 +15,7 @@ export {
   buildWalPageIndex,
   parseWalFrameHeader,
   parseWalHeader,
+  readWalFrames,
   readWalPages,
   readWalTransactions,
   scanWal,

@@ -26,6 +26,8 @@ export const WAL_MAGIC_BIG_ENDIAN = 0x377f0683;
 export const WAL_FORMAT_VERSION = 3007000;
 
 const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
+/** A scan's first read (bytes); each next one doubles, up to the chunk size. */
+const SMALL_FIRST_READ = 64 * 1024;
 
 /** The 32-byte WAL header. All fields are unsigned 32-bit integers. */
 export interface WalHeader {
@@ -332,10 +334,14 @@ async function* runScan(
     }
 
     const swap = needsSwap(header.bigEndianChecksum);
-    const framesPerChunk = Math.max(1, Math.floor((options.chunkSize ?? DEFAULT_CHUNK_SIZE) / frameSize));
-    // allocUnsafeSlow: its own ArrayBuffer at offset 0, so the Int32Array view is aligned.
-    const buf = Buffer.allocUnsafeSlow(framesPerChunk * frameSize);
-    const words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
+    const maxFramesPerChunk = Math.max(1, Math.floor((options.chunkSize ?? DEFAULT_CHUNK_SIZE) / frameSize));
+    // The first read is small and each next one twice as big (up to the chunk size): a replicator
+    // scans a few new frames many times a second, and a full-size buffer each time made work for
+    // the garbage collector and held memory for nothing. allocUnsafeSlow: its own ArrayBuffer at
+    // offset 0, so the Int32Array view is aligned.
+    let framesPerChunk = Math.min(maxFramesPerChunk, Math.max(1, Math.floor(SMALL_FIRST_READ / frameSize)));
+    let buf = Buffer.allocUnsafeSlow(framesPerChunk * frameSize);
+    let words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
     const frameWords = frameSize >>> 2;
     let pending: number[] = [];
     let firstPending = frame;
@@ -398,6 +404,11 @@ async function* runScan(
       if (got < want) {
         stop = got % frameSize === 0 ? "end-of-file" : "partial-frame";
         break;
+      }
+      if (framesPerChunk < maxFramesPerChunk) {
+        framesPerChunk = Math.min(maxFramesPerChunk, framesPerChunk * 2);
+        buf = Buffer.allocUnsafeSlow(framesPerChunk * frameSize);
+        words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
       }
     }
     finish({
@@ -510,19 +521,33 @@ export interface WalPage {
  * sequential reads. The caller must still hold the read transaction that kept the WAL from being
  * reset since the scan; the frames' salts are checked again and a mismatch throws.
  */
-export async function* readWalPages(
+export function readWalPages(
   path: string,
   header: WalHeader,
   txn: WalTransaction,
+  options: { readonly chunkSize?: number } = {},
+): AsyncGenerator<WalPage, void, undefined> {
+  return readWalFrames(path, header, txn.firstFrame, txn.lastFrame, options);
+}
+
+/**
+ * Reads the page images of frames `first` to `last` (consecutive transactions reported by one
+ * scan, read through one file handle), under the same rule as `readWalPages`.
+ */
+export async function* readWalFrames(
+  path: string,
+  header: WalHeader,
+  first: number,
+  last: number,
   options: { readonly chunkSize?: number } = {},
 ): AsyncGenerator<WalPage, void, undefined> {
   const frameSize = WAL_FRAME_HEADER_SIZE + header.pageSize;
   const framesPerChunk = Math.max(1, Math.floor((options.chunkSize ?? DEFAULT_CHUNK_SIZE) / frameSize));
   const handle = await open(path, "r");
   try {
-    let frame = txn.firstFrame;
-    while (frame <= txn.lastFrame) {
-      const count = Math.min(framesPerChunk, txn.lastFrame - frame + 1);
+    let frame = first;
+    while (frame <= last) {
+      const count = Math.min(framesPerChunk, last - frame + 1);
       const buf = Buffer.allocUnsafe(count * frameSize);
       const got = await readFully(handle, buf, buf.byteLength, walFrameOffset(frame, header.pageSize));
       if (got < buf.byteLength)

@@ -14,12 +14,14 @@
  * reader knows where each ends without framing in the body.
  */
 import { createHash } from "node:crypto";
-import { createGunzip, createGzip, constants as zlibConstants } from "node:zlib";
+import { createGunzip, createGzip, gzipSync, constants as zlibConstants } from "node:zlib";
 import { ErrorCodes, LifeboatError } from "@lifeboat/core";
 
 export const SEGMENT_MAGIC = Buffer.from("LBWALSEG", "latin1");
 export const SEGMENT_FORMAT_VERSION = 1;
 const TRAILER = 32;
+/** Uncompressed bytes gathered before each write to the compressor. */
+const BATCH_BYTES = 1024 * 1024;
 
 export interface SegmentTransaction {
   /** Transaction number within the generation (1-based, consecutive). */
@@ -53,7 +55,10 @@ export interface SegmentPage {
  * Encodes a segment as a stream. `pages` yields each transaction's pages in header order; the
  * count per transaction must match the header. Memory: one compression window.
  */
-export async function* encodeSegment(header: SegmentHeader, pages: AsyncIterable<SegmentPage>): AsyncGenerator<Buffer> {
+export async function* encodeSegment(
+  header: SegmentHeader,
+  pages: AsyncIterable<SegmentPage> | Iterable<SegmentPage>,
+): AsyncGenerator<Buffer> {
   const hash = createHash("sha256");
   const emit = (chunk: Buffer): Buffer => {
     hash.update(chunk);
@@ -67,34 +72,56 @@ export async function* encodeSegment(header: SegmentHeader, pages: AsyncIterable
   yield emit(Buffer.concat([prefix, json]));
 
   const expected = header.transactions.reduce((n, t) => n + t.pages, 0);
+  const recordSize = 4 + header.pageSize;
   let seen = 0;
-  const records = (async function* () {
+  // Records (page number + page image) are gathered into batches of up to BATCH_BYTES: a stream
+  // write per record cost more than the compression itself.
+  const batches = (async function* () {
+    const batchRecords = Math.max(1, Math.floor(BATCH_BYTES / recordSize));
+    let batch: Buffer | null = null;
+    let used = 0;
     for await (const page of pages) {
       if (page.data.byteLength !== header.pageSize)
         throw internal(`page ${page.pgno} has ${page.data.byteLength} bytes, expected ${header.pageSize}`);
-      const pgno = Buffer.alloc(4);
-      pgno.writeUInt32BE(page.pgno, 0);
+      if (!batch) batch = Buffer.allocUnsafe(Math.min(batchRecords, Math.max(1, expected - seen)) * recordSize);
+      batch.writeUInt32BE(page.pgno, used);
+      batch.set(page.data, used + 4);
+      used += recordSize;
       seen++;
-      yield pgno;
-      yield page.data;
+      if (used === batch.byteLength) {
+        yield batch;
+        batch = null;
+        used = 0;
+      }
     }
+    if (batch && used > 0) yield batch.subarray(0, used);
   })();
   if (header.compression === "gzip") {
-    const gzip = createGzip({ level: 1, chunkSize: 256 * 1024 });
-    const feeding = (async () => {
-      try {
-        for await (const chunk of records) {
-          if (!gzip.write(chunk)) await new Promise<void>((r) => gzip.once("drain", r));
+    const first = await batches.next();
+    const second = first.done ? first : await batches.next();
+    if (second.done) {
+      // The whole segment in one batch (the usual case): compressed in one call.
+      yield emit(gzipSync(first.done ? Buffer.alloc(0) : first.value, { level: 1 }));
+    } else {
+      const gzip = createGzip({ level: 1, chunkSize: 256 * 1024 });
+      const feeding = (async () => {
+        try {
+          const write = async (chunk: Buffer) => {
+            if (!gzip.write(chunk)) await new Promise<void>((r) => gzip.once("drain", r));
+          };
+          await write(first.value as Buffer);
+          await write(second.value);
+          for await (const chunk of batches) await write(chunk);
+          gzip.end();
+        } catch (error) {
+          gzip.destroy(error as Error);
         }
-        gzip.end();
-      } catch (error) {
-        gzip.destroy(error as Error);
-      }
-    })();
-    for await (const chunk of gzip) yield emit(chunk as Buffer);
-    await feeding;
+      })();
+      for await (const chunk of gzip) yield emit(chunk as Buffer);
+      await feeding;
+    }
   } else {
-    for await (const chunk of records) yield emit(Buffer.from(chunk));
+    for await (const chunk of batches) yield emit(chunk);
   }
   if (seen !== expected) throw internal(`segment has ${seen} pages, its header lists ${expected}`);
   yield hash.digest();

@@ -21,6 +21,13 @@ export interface SpooledSegment {
 const NAME = /^([0-9a-f]{16})-([0-9a-f]{16})-([0-9a-f]{12})\.seg$/;
 
 export class Spool {
+  /**
+   * The segments of each generation listed so far, in order, kept up to date by `write` and
+   * `remove` (one replicator owns a queue: it holds the lease), so a listing costs no directory
+   * read and no stat per file after the first.
+   */
+  readonly #index = new Map<string, SpooledSegment[]>();
+
   constructor(readonly dir: string) {}
 
   generationDir(generation: string): string {
@@ -53,7 +60,7 @@ export class Spool {
     }
     await rename(temp, file);
     await fsyncDir(dir);
-    return {
+    const segment: SpooledSegment = {
       generation: header.generation,
       firstTxn: header.firstTxn,
       lastTxn: header.lastTxn,
@@ -61,10 +68,25 @@ export class Spool {
       file,
       size,
     };
+    const listed = this.#index.get(header.generation);
+    if (listed) {
+      listed.push(segment);
+      if (listed.length > 1 && listed.at(-2)!.firstTxn > segment.firstTxn)
+        listed.sort((a, b) => a.firstTxn - b.firstTxn);
+    }
+    return segment;
   }
 
   /** The segments of a generation, in transaction order. */
   async list(generation: string): Promise<SpooledSegment[]> {
+    const listed = this.#index.get(generation);
+    if (listed) return [...listed];
+    const found = await this.#read(generation);
+    this.#index.set(generation, found);
+    return [...found];
+  }
+
+  async #read(generation: string): Promise<SpooledSegment[]> {
     const dir = this.generationDir(generation);
     let names: string[];
     try {
@@ -98,6 +120,12 @@ export class Spool {
 
   async remove(segment: SpooledSegment): Promise<void> {
     await rm(segment.file, { force: true });
+    const listed = this.#index.get(segment.generation);
+    if (listed)
+      this.#index.set(
+        segment.generation,
+        listed.filter((s) => s.file !== segment.file),
+      );
   }
 
   /** Removes whole generations other than `keep`. */
@@ -105,6 +133,7 @@ export class Spool {
     const root = join(this.dir, "segments");
     const names = await readdir(root).catch(() => [] as string[]);
     for (const name of names) if (name !== keep) await rm(join(root, name), { recursive: true, force: true });
+    for (const generation of [...this.#index.keys()]) if (generation !== keep) this.#index.delete(generation);
   }
 
   async totalBytes(generation: string): Promise<number> {
