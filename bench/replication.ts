@@ -118,7 +118,7 @@ interface LifeboatEvents {
   generations: number;
   checkpoints: number;
   /** Emergency checkpoints: these hold the write lock while they ship the last transactions and checkpoint. */
-  truncates: number;
+  lockedCheckpoints: number;
   maxWriteLockMs: number;
   targetErrors: string[];
   errors: string[];
@@ -153,7 +153,7 @@ function lifeboatEvents(s: Session): LifeboatEvents {
   const out: LifeboatEvents = {
     generations: 0,
     checkpoints: 0,
-    truncates: 0,
+    lockedCheckpoints: 0,
     maxWriteLockMs: 0,
     targetErrors: [],
     errors: [],
@@ -168,7 +168,7 @@ function lifeboatEvents(s: Session): LifeboatEvents {
         break;
       case "checkpoint":
         out.checkpoints++;
-        if (j!.mode === "EMERGENCY") out.truncates++;
+        if (j!.mode === "LOCKED") out.lockedCheckpoints++;
         out.maxWriteLockMs = Math.max(out.maxWriteLockMs, Number(j!.writeLockMs));
         break;
       case "target-error":
@@ -230,7 +230,7 @@ interface LagRun {
   lifeboat?: {
     generations: number;
     checkpoints: number;
-    truncates: number;
+    lockedCheckpoints: number;
     maxWriteLockMs: number;
     errors: string[];
     markerMismatches: number;
@@ -339,7 +339,7 @@ async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promis
     run.lifeboat = {
       generations: ev.generations,
       checkpoints: ev.checkpoints,
-      truncates: ev.truncates,
+      lockedCheckpoints: ev.lockedCheckpoints,
       maxWriteLockMs: ev.maxWriteLockMs,
       errors: [...ev.errors, ...ev.targetErrors],
       markerMismatches: objects.filter((o) => o.lastTxn !== undefined && o.maxSeq !== seqOf(o)).length,
@@ -389,7 +389,7 @@ interface ThroughputRun {
   proc?: ProcStats;
   maxWriteLockMs?: number;
   checkpoints?: number;
-  truncates?: number;
+  lockedCheckpoints?: number;
   generations?: number;
   restore?: { ok: boolean; rows: number; maxSeq: number; detail?: string };
 }
@@ -438,7 +438,7 @@ async function throughputRun(
       const ev = lifeboatEvents(s);
       run.maxWriteLockMs = ev.maxWriteLockMs;
       run.checkpoints = ev.checkpoints;
-      run.truncates = ev.truncates;
+      run.lockedCheckpoints = ev.lockedCheckpoints;
       run.generations = ev.generations;
     }
     const r = await s.restore(join(dir, "restored.db"));
@@ -743,7 +743,7 @@ function report(
             `${fmt(r.lifeboat!.phases.detectP50)} / ${fmt(r.lifeboat!.phases.detectP99)}`,
             `${fmt(r.lifeboat!.phases.spoolP50)} / ${fmt(r.lifeboat!.phases.spoolP99)}`,
             `${fmt(r.lifeboat!.phases.uploadP50)} / ${fmt(r.lifeboat!.phases.uploadP99)}`,
-            `${r.lifeboat!.checkpoints}, ${r.lifeboat!.truncates} emergency (${fmt(r.lifeboat!.maxWriteLockMs, 1)})`,
+            `${r.lifeboat!.checkpoints}, ${r.lifeboat!.lockedCheckpoints} locked (${fmt(r.lifeboat!.maxWriteLockMs, 1)})`,
             r.lifeboat!.generations,
           ]),
         ),
@@ -787,7 +787,7 @@ function report(
             : runs.map((r) => (r.catchUpMs === undefined ? "never" : fmt(r.catchUpMs / 1000, 1))).join(" / "),
           id === "none" ? "-" : `${fmt(Math.max(...runs.map((r) => r.proc?.hwmMB ?? 0)), 1)} MB`,
           id === "none" ? "-" : fmt(median(runs.map((r) => r.proc?.cpuPercent ?? 0))),
-          id === "lifeboat" ? runs.map((r) => `${r.generations} (${r.truncates} emergency)`).join(" / ") : "-",
+          id === "lifeboat" ? runs.map((r) => `${r.generations} (${r.lockedCheckpoints} locked)`).join(" / ") : "-",
           id === "none" ? "-" : runs.every((r) => r.restore?.ok) ? "yes" : "**NO**",
         ]);
       }
@@ -816,7 +816,7 @@ function report(
     const lbRuns = tput.filter((r) => r.spec === "lifeboat");
     const lagLock = lag.filter((r) => r.lifeboat).map((r) => r.lifeboat!.maxWriteLockMs);
     parts.push(
-      `Lifeboat's longest write-lock stall (max \`writeLockMs\` of its checkpoint events): ${fmt(Math.max(...lbRuns.map((r) => r.maxWriteLockMs ?? 0)), 1)} ms in the max-throughput runs (${lbRuns.map((r) => `${r.checkpoints} checkpoints, ${r.truncates} emergency`).join("; ")})${lagLock.length ? `, ${fmt(Math.max(...lagLock), 1)} ms in the lag runs` : ""}${restore?.load.lifeboat?.maxWriteLockMs !== undefined ? `, ${fmt(restore.load.lifeboat.maxWriteLockMs, 1)} ms while writing ${fmt(P.restoreTxns)} transactions into the ${P.fixtureMB} MB database` : ""}.`,
+      `Lifeboat's longest write-lock stall (max \`writeLockMs\` of its checkpoint events): ${fmt(Math.max(...lbRuns.map((r) => r.maxWriteLockMs ?? 0)), 1)} ms in the max-throughput runs (${lbRuns.map((r) => `${r.checkpoints} checkpoints, ${r.lockedCheckpoints} locked`).join("; ")})${lagLock.length ? `, ${fmt(Math.max(...lagLock), 1)} ms in the lag runs` : ""}${restore?.load.lifeboat?.maxWriteLockMs !== undefined ? `, ${fmt(restore.load.lifeboat.maxWriteLockMs, 1)} ms while writing ${fmt(P.restoreTxns)} transactions into the ${P.fixtureMB} MB database` : ""}.`,
     );
     parts.push("");
   }

@@ -168,6 +168,10 @@ const LOCK_SPIN_MS = 50;
 const LOCK_RETRY_MS = 250;
 /** A locked checkpoint that another reader kept from completing is tried again after this (ms; doubling to 30 s). */
 const LOCKED_BACKOFF_MS = 1000;
+/** Before taking the lock, ship again while more than this many frames wait (at most 3 times). */
+const LOCKED_SHIP_FIRST_FRAMES = 256;
+/** Under the lock, how long a checkpoint waits for the app's own checkpoint to finish (ms). */
+const LOCKED_BUSY_WAIT_MS = 100;
 /** Under the lock, transactions up to this size are read into memory and queued after the lock is released. */
 const LOCKED_READ_MAX_BYTES = 16 * 1024 * 1024;
 
@@ -987,11 +991,44 @@ export class Replicator {
     // Complete at our position (nothing shipped since): nothing to do until the next writer
     // restarts the WAL.
     if (complete && at && row!.log === at.frame && this.#position === at) this.#restartExpected = at;
-    if (row && !complete && Date.now() >= this.#nextLockedAt) {
+    // Incomplete, or complete while our pin still holds a read mark in the WAL (taken before the
+    // app's latest commits): either way the WAL cannot restart, and goes on growing while the app
+    // writes. Under the lock the pin moves to read mark 0, which lets the next commit restart it.
+    if (row && Date.now() >= this.#nextLockedAt) {
       // It ships transactions, so it runs inside a sync pass, never beside one.
       this.#lockedCheckpointDue = true;
       this.#requestPass();
     }
+  }
+
+  /**
+   * PASSIVE checkpoint while the thread holds the write lock. The app's own auto-checkpoint may
+   * be running (it runs after a commit, outside the write lock) and hold the checkpointer lock;
+   * it ends soon, and PASSIVE never waits, so try again for up to LOCKED_BUSY_WAIT_MS.
+   */
+  #checkpointLocked(conn: Database.Database): { busy: number; log: number; checkpointed: number } | undefined {
+    const deadline = Date.now() + LOCKED_BUSY_WAIT_MS;
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (;;) {
+      let row: { busy: number; log: number; checkpointed: number } | undefined;
+      try {
+        row = (conn.pragma("wal_checkpoint(PASSIVE)") as (typeof row)[])[0];
+      } catch (error) {
+        if (!String((error as { code?: unknown }).code).startsWith("SQLITE_BUSY")) return undefined;
+      }
+      if (row && row.busy === 0) return row;
+      if (Date.now() >= deadline) return row;
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+
+  /** Committed frames past our position, from the WAL index (-shm) header. */
+  #unshippedFrames(): number {
+    const index = readWalIndexHeader(`${this.db.path}-shm`);
+    const position = this.#position;
+    if (!index || !position) return 0;
+    const sameWal = index.salt1 === position.salt1 && index.salt2 === position.salt2;
+    return sameWal ? Math.max(0, index.mxFrame - position.frame) : index.mxFrame;
   }
 
   #thread(): CheckpointThread {
@@ -1013,6 +1050,17 @@ export class Replicator {
    * time the lock was held (measured on the thread).
    */
   async #lockedCheckpoint(): Promise<void> {
+    if (!this.#position || !this.#writer) return;
+    // What is read under the lock is what arrived since the last ship: keep it small. Each
+    // catch-up ship is shorter than the one before.
+    for (let i = 0; i < 3 && this.#unshippedFrames() > LOCKED_SHIP_FIRST_FRAMES; i++) {
+      const pin = this.#pin();
+      try {
+        await this.#shipNewTransactions();
+      } finally {
+        if (pin?.inTransaction) pin.exec("ROLLBACK");
+      }
+    }
     if (!this.#position || !this.#writer) return;
     const thread = this.#thread();
     const attempt = await thread.lock(LOCK_SPIN_MS).catch((error: unknown) => {
@@ -1049,11 +1097,7 @@ export class Replicator {
           }
         }
         this.#unpinAll();
-        try {
-          row = (this.#writer.pragma("wal_checkpoint(PASSIVE)") as (typeof row)[])[0];
-        } catch {
-          row = undefined;
-        }
+        row = this.#checkpointLocked(this.#writer);
         this.#pin();
       }
     } finally {
