@@ -220,10 +220,10 @@ export class Session {
       if (o.maxSeq > 0) {
         // The first object holding that seq is the one that made it durable.
         seq = o.maxSeq;
-        at = o.seenAt;
+        at = o.seenAt ?? o.mtimeMs; // mtime when the watcher missed it (they agree to a few ms)
         for (let k = i - 1; k >= 0; k--) {
           const earlier = this.decode(paths[k]!);
-          if (earlier.maxSeq >= o.maxSeq) at = earlier.seenAt;
+          if (earlier.maxSeq >= o.maxSeq) at = earlier.seenAt ?? earlier.mtimeMs;
           else break;
         }
         break;

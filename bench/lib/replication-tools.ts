@@ -143,11 +143,12 @@ export function startLifeboat(
   nodeArgs: string[] = [],
   extra: readonly string[] = [],
 ): Child {
-  return new Child(
-    process.execPath,
-    [...nodeArgs, LIFEBOAT_CLI, "replicate", db, "--to", target, "--json", ...extra],
-    cwd,
-  );
+  const args = ["replicate", db, "--to", target, "--json", ...extra];
+  // As a user runs it: the bin itself, so its shebang's Node flags apply (`env` execs node, so
+  // the pid sampled is the replicator's). With extra Node flags (--cpu-prof): node explicitly.
+  return nodeArgs.length > 0
+    ? new Child(process.execPath, [...nodeArgs, "--max-semi-space-size=4", LIFEBOAT_CLI, ...args], cwd)
+    : new Child(LIFEBOAT_CLI, args, cwd);
 }
 
 export async function lifeboatReady(child: Child): Promise<void> {
