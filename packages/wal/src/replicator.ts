@@ -185,6 +185,9 @@ const LOCKED_READ_MAX_BYTES = 16 * 1024 * 1024;
 const PASS_GAP_FACTOR = 2;
 const MAX_PASS_GAP_MS = 50;
 
+/** Below the checkpoint threshold, the pin moves forward at most this often (ms). */
+const PIN_ROTATE_MS = 1000;
+
 /** How often the WAL index is probed for new commits (ms). */
 const WAL_PROBE_MS = 5;
 
@@ -228,6 +231,7 @@ export class Replicator {
    * shipped (a pin with no mark blocks checkpoints altogether). Lost on (re)opening connections.
    */
   #continuity = false;
+  #rotatedAt = 0;
   #deletedReported = false;
   #stopped = false;
   #probeTimer: NodeJS.Timeout | null = null;
@@ -800,7 +804,16 @@ export class Replicator {
     if (!this.#generation) return;
     if (await this.#databaseReplaced()) return;
     if (!this.#pins || !this.#position) return;
-    const previousPin = this.#pin();
+    // The pin moves forward only when a checkpoint is near (or once a second): any pin, however
+    // old, keeps unshipped frames safe, and each move lets the app's own auto-checkpoint copy
+    // pages and fsync again at its next commit (dozens of times a second if moved every pass).
+    const rotate =
+      !this.#continuity ||
+      !this.#pins.some((p) => p.inTransaction) ||
+      this.#position.frame >= this.#o.checkpointPages ||
+      Date.now() - this.#rotatedAt >= PIN_ROTATE_MS;
+    const previousPin = rotate ? this.#pin() : null;
+    if (rotate) this.#rotatedAt = Date.now();
     try {
       for (let attempt = 1; ; attempt++) {
         try {
