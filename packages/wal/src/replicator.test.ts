@@ -200,9 +200,10 @@ describe("locked checkpoints", () => {
     expect(databaseContentHash(output)).toBe(databaseContentHash(app));
     // Without the backstop the WAL would hold every commit (a frame of 4 KiB or more each).
     // Without locked checkpoints the WAL would hold every commit (a frame of 4 KiB or more each);
-    // with them it restarts every time it passes checkpointPages (50), plus what a lock wait adds.
-    expect(statSync(`${path}-wal`).size).toBeLessThan(600 * 4120);
-    expect(replicator.maxWriteLockMs, "the lock is held for milliseconds").toBeLessThan(500);
+    // with them it restarts whenever it passes checkpointPages (50), plus what a lock wait adds
+    // (about 160 frames here on an idle machine; the bound leaves room for a loaded CI machine).
+    expect(statSync(`${path}-wal`).size).toBeLessThan((commits * 4096) / 3);
+    expect(replicator.maxWriteLockMs, "the lock is held briefly").toBeLessThan(1000);
   }, 60_000);
 });
 
