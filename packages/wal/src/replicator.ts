@@ -37,6 +37,7 @@ import {
 import {
   readWalFrames,
   readWalIndexHeader,
+  readWalTransactions,
   type SqliteSnapshot,
   scanWal,
   type WalHeader,
@@ -904,10 +905,7 @@ export class Replicator {
       return null;
     }
     const position = this.#position!;
-    const scan = scanWal(this.walPath, { after: position });
-    const transactions: WalTransaction[] = [];
-    for await (const txn of scan) transactions.push(txn);
-    const result = scan.result;
+    const { transactions, result } = await readWalTransactions(this.walPath, { after: position });
     if (result.reset) {
       // Our own complete checkpoint, or any restart while our pins prove continuity (#continuity).
       const expected =
@@ -1091,14 +1089,12 @@ export class Replicator {
     let pending: { transactions: WalTransaction[]; header: WalHeader; pages: SegmentPage[] } | null = null;
     let aborted = false;
     try {
-      const scan = scanWal(this.walPath, { after: this.#position });
-      const transactions: WalTransaction[] = [];
-      for await (const txn of scan) transactions.push(txn);
-      if (scan.result.reset) {
+      const { transactions, result } = await readWalTransactions(this.walPath, { after: this.#position });
+      if (result.reset) {
         aborted = true; // the next pass sorts the reset out, without the lock
       } else {
         if (transactions.length > 0) {
-          const header = scan.result.header!;
+          const header = result.header!;
           const first = transactions[0]!.firstFrame;
           const last = transactions.at(-1)!.lastFrame;
           if ((last - first + 1) * header.pageSize <= LOCKED_READ_MAX_BYTES) {

@@ -96,30 +96,25 @@ export async function* encodeSegment(
     }
     if (batch && used > 0) yield batch.subarray(0, used);
   })();
-  if (header.compression === "gzip") {
-    const first = await batches.next();
-    const second = first.done ? first : await batches.next();
-    if (second.done) {
-      // The whole segment in one batch (the usual case): compressed in one call.
-      yield emit(gzipSync(first.done ? Buffer.alloc(0) : first.value, { level: 1 }));
-    } else {
-      const gzip = createGzip({ level: 1, chunkSize: 256 * 1024 });
-      const feeding = (async () => {
-        try {
-          const write = async (chunk: Buffer) => {
-            if (!gzip.write(chunk)) await new Promise<void>((r) => gzip.once("drain", r));
-          };
-          await write(first.value as Buffer);
-          await write(second.value);
-          for await (const chunk of batches) await write(chunk);
-          gzip.end();
-        } catch (error) {
-          gzip.destroy(error as Error);
+  if (header.compression === "gzip" && expected * recordSize <= BATCH_BYTES) {
+    // The whole segment fits one batch (the usual case): compressed in one call.
+    const whole: Buffer[] = [];
+    for await (const batch of batches) whole.push(batch);
+    yield emit(gzipSync(Buffer.concat(whole), { level: 1 }));
+  } else if (header.compression === "gzip") {
+    const gzip = createGzip({ level: 1, chunkSize: 256 * 1024 });
+    const feeding = (async () => {
+      try {
+        for await (const chunk of batches) {
+          if (!gzip.write(chunk)) await new Promise<void>((r) => gzip.once("drain", r));
         }
-      })();
-      for await (const chunk of gzip) yield emit(chunk as Buffer);
-      await feeding;
-    }
+        gzip.end();
+      } catch (error) {
+        gzip.destroy(error as Error);
+      }
+    })();
+    for await (const chunk of gzip) yield emit(chunk as Buffer);
+    await feeding;
   } else {
     for await (const chunk of batches) yield emit(chunk);
   }
