@@ -671,7 +671,7 @@ export class Replicator {
     // Commits are noticed by probing the WAL index header (in the -shm file) for a change: a
     // read of 136 bytes every WAL_PROBE_MS. A file watcher on the -wal file (inotify) noticed them
     // as fast, but made every write of the app's slower (the kernel queues an event per write):
-    // 12% fewer commits a second for a writer with synchronous=FULL.
+    // 14% fewer commits a second (6,899 vs 7,992) for a writer with synchronous=FULL.
     const shm = `${this.db.path}-shm`;
     let seen = "";
     this.#probeTimer = setInterval(() => {
