@@ -6,7 +6,8 @@
  * Interop tests against the `age` CLI keep this honest.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, scrypt } from "node:crypto";
-import { type Identity, type Recipient, Stanza } from "age-encryption";
+import type { Identity, Recipient } from "age-encryption";
+import { loadAge } from "./lazy-libs.js";
 
 /** Plaintext bytes per STREAM chunk (the spec's fixed 64 KiB). */
 export const CHUNK_SIZE = 64 * 1024;
@@ -237,6 +238,7 @@ export function scryptRecipient(passphrase: string, logN: number, capture: (file
       const key = await scryptKey(passphrase, salt, logN);
       const cipher = createCipheriv("chacha20-poly1305", key, Buffer.alloc(12), { authTagLength: TAG_SIZE });
       const body = Buffer.concat([cipher.update(fileKey), cipher.final(), cipher.getAuthTag()]);
+      const { Stanza } = await loadAge();
       return [new Stanza(["scrypt", base64NoPad(salt), String(logN)], body)];
     },
   };

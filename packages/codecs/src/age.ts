@@ -5,7 +5,7 @@
  * standard input only when decrypting; the manifest spec records only the public recipients.
  */
 import { type ByteStream, type CodecSpec, defineCodecPlugin, isLifeboatError } from "@lifeboat/core";
-import { Decrypter, Encrypter, identityToRecipient } from "age-encryption";
+import type { Decrypter, Encrypter } from "age-encryption";
 import { z } from "zod";
 import {
   AgeFormatError,
@@ -29,6 +29,7 @@ import {
   type SecretSources,
   stripTrailingNewline,
 } from "./key-sources.js";
+import { loadAge } from "./lazy-libs.js";
 import type { NamedCodec } from "./named-codec.js";
 import { InputWatch } from "./stream-adapters.js";
 
@@ -173,7 +174,8 @@ type Setup = (encrypter: Encrypter, capture: (fileKey: Uint8Array) => void) => P
 
 async function* encrypt(input: ByteStream, setup: Setup): ByteStream {
   let fileKey: Uint8Array | undefined;
-  const encrypter = new Encrypter();
+  const age = await loadAge();
+  const encrypter = new age.Encrypter();
   await setup(encrypter, (key) => {
     fileKey = key;
   });
@@ -210,7 +212,8 @@ async function* decrypt(input: ByteStream, name: string | undefined, keys: Decry
     if (watch.failed) throw watch.error;
     throw corruptError("age", name, messageOf(error), error);
   }
-  const decrypter = new Decrypter();
+  const age = await loadAge();
+  const decrypter = new age.Decrypter();
   const passphrase = isPassphraseHeader(header);
   let publicKeys: string[] = [];
   if (passphrase) {
@@ -272,6 +275,7 @@ async function readPassphrases(sources: SecretSources, context: KeyContext): Pro
 /** Adds every identity line of every source; returns their public keys (for messages). */
 async function addIdentities(decrypter: Decrypter, sources: SecretSources, context: KeyContext): Promise<string[]> {
   const texts = await readSecrets("age", "the age identity", "identity", sources, context);
+  const age = await loadAge();
   const publicKeys: string[] = [];
   for (const text of texts) {
     const lines = keyLines(text);
@@ -284,7 +288,7 @@ async function addIdentities(decrypter: Decrypter, sources: SecretSources, conte
       try {
         if (!line.startsWith("AGE-SECRET-KEY-")) throw new Error();
         decrypter.addIdentity(line);
-        publicKey = await identityToRecipient(line);
+        publicKey = await age.identityToRecipient(line);
       } catch {
         throw configError(
           "age",

@@ -6,7 +6,7 @@
  * or standard input, and only when decrypting. The spec records the keys' fingerprints.
  */
 import { type ByteStream, type CodecSpec, defineCodecPlugin, isLifeboatError } from "@lifeboat/core";
-import * as openpgp from "openpgp";
+import type * as openpgp from "openpgp";
 import { z } from "zod";
 import { configError, corruptError, keyError, messageOf } from "./codec-errors.js";
 import {
@@ -17,6 +17,7 @@ import {
   type SecretSources,
   stripTrailingNewline,
 } from "./key-sources.js";
+import { loadOpenpgp } from "./lazy-libs.js";
 import type { NamedCodec } from "./named-codec.js";
 import { armoredBlocks, dearmor, primaryFingerprints } from "./openpgp-armor.js";
 import { fromWebStream, InputWatch, toWebStream } from "./stream-adapters.js";
@@ -174,11 +175,12 @@ async function readPublicKeys(blocks: string[]): Promise<openpgp.PublicKey[]> {
       "Add recipients or recipientsFile (gpg --armor --export KEYID) to the openpgp codec.",
     );
   }
+  const pgp = await loadOpenpgp();
   const keys: openpgp.PublicKey[] = [];
   for (const block of blocks) {
     let parsed: openpgp.Key[];
     try {
-      parsed = await openpgp.readKeys({ armoredKeys: block });
+      parsed = await pgp.readKeys({ armoredKeys: block });
     } catch (error) {
       throw configError(
         "openpgp",
@@ -212,6 +214,7 @@ async function readPrivateKeys(
     throw keyError("openpgp", name, "no OpenPGP private key is configured to decrypt it", KEY_HINT);
   }
   const texts = await readSecrets("openpgp", "the OpenPGP private key", "privateKey", sources, context);
+  const pgp = await loadOpenpgp();
   let passphrases: string[] | undefined;
   const keys: openpgp.PrivateKey[] = [];
   for (const text of texts) {
@@ -222,7 +225,7 @@ async function readPrivateKeys(
     for (const block of blocks) {
       let parsed: openpgp.PrivateKey[];
       try {
-        parsed = await openpgp.readPrivateKeys({ armoredKeys: block });
+        parsed = await pgp.readPrivateKeys({ armoredKeys: block });
       } catch {
         // No cause: a parser's message could quote key material.
         throw configError("openpgp", "a configured private key is not a valid OpenPGP private key", KEY_HINT);
@@ -247,7 +250,7 @@ async function readPrivateKeys(
           );
         }
         try {
-          keys.push(await openpgp.decryptKey({ privateKey: key, passphrase: passphrases }));
+          keys.push(await pgp.decryptKey({ privateKey: key, passphrase: passphrases }));
         } catch {
           throw keyError(
             "openpgp",
@@ -264,11 +267,12 @@ async function readPrivateKeys(
 
 async function* encrypt(input: ByteStream, loadKeys: () => Promise<openpgp.PublicKey[]>): ByteStream {
   const keys = await loadKeys();
+  const pgp = await loadOpenpgp();
   const watch = new InputWatch();
   try {
-    const message = await openpgp.createMessage({ binary: toWebStream(watch.watch(input)), format: "binary" });
+    const message = await pgp.createMessage({ binary: toWebStream(watch.watch(input)), format: "binary" });
     // SEIPDv1 (what GnuPG reads) unless every key advertises RFC 9580 SEIPDv2.
-    const encrypted = await openpgp.encrypt({ message, encryptionKeys: keys, format: "binary" });
+    const encrypted = await pgp.encrypt({ message, encryptionKeys: keys, format: "binary" });
     yield* fromWebStream(encrypted);
   } catch (error) {
     if (watch.failed) throw watch.error;
@@ -283,10 +287,11 @@ async function* decrypt(
   recorded: readonly string[],
   haveKeySource: boolean,
 ): ByteStream {
+  const pgp = await loadOpenpgp();
   const watch = new InputWatch();
   let message: openpgp.Message<ReadableStream<Uint8Array>>;
   try {
-    message = await openpgp.readMessage({ binaryMessage: toWebStream(watch.watch(input)) });
+    message = await pgp.readMessage({ binaryMessage: toWebStream(watch.watch(input)) });
   } catch (error) {
     if (watch.failed) throw watch.error;
     throw corruptError("openpgp", name, `it is not a readable OpenPGP message (${messageOf(error)})`, error);
@@ -321,7 +326,7 @@ async function* decrypt(
     // SEIPDv1 is only authenticated at its end (the MDC): stream the plaintext and fail at the
     // end if it does not check, instead of buffering a whole backup in memory. Callers write to
     // a temporary file and discard it on error.
-    ({ data } = await openpgp.decrypt({
+    ({ data } = await pgp.decrypt({
       message,
       decryptionKeys: keys,
       format: "binary",
