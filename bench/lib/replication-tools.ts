@@ -10,6 +10,7 @@ import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { gunzipSync, constants as zlibConstants } from "node:zlib";
+import { decompress as zstdDecompress } from "zstd-napi";
 import { decodeLz4Frames } from "./replication-lz4.js";
 import type { WriterConfig, WriterResult } from "./replication-writer.js";
 
@@ -301,13 +302,18 @@ export interface ReplicaObject {
   readonly plainBytes: number;
 }
 
-/** Decodes a Lifeboat segment (`LBWALSEG`, JSON header, gzip body, sha256 trailer). */
+/** Decodes a Lifeboat segment (`LBWALSEG`, JSON header, zstd or gzip body, sha256 trailer). */
 export function decodeLifeboatSegment(file: Buffer): { lastTxn: number; plain: Buffer } {
   if (file.toString("latin1", 0, 8) !== "LBWALSEG") throw new Error("not a Lifeboat segment");
   const hlen = file.readUInt32BE(12);
   const header = JSON.parse(file.toString("utf8", 16, 16 + hlen)) as { lastTxn: number; compression: string };
   const body = file.subarray(16 + hlen, file.length - 32);
-  const plain = header.compression === "gzip" ? gunzipSync(body, { finishFlush: zlibConstants.Z_SYNC_FLUSH }) : body;
+  const plain =
+    header.compression === "zstd"
+      ? zstdDecompress(body)
+      : header.compression === "gzip"
+        ? gunzipSync(body, { finishFlush: zlibConstants.Z_SYNC_FLUSH })
+        : body;
   return { lastTxn: header.lastTxn, plain };
 }
 

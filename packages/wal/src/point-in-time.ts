@@ -5,8 +5,8 @@
  */
 
 import { createHash } from "node:crypto";
-import { constants, createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, open } from "node:fs/promises";
+import { constants, createReadStream, createWriteStream, ftruncateSync, writevSync } from "node:fs";
+import { mkdtemp, open, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import {
@@ -19,6 +19,7 @@ import {
   decodeChain,
   download,
   ErrorCodes,
+  fsError,
   type IntegrityMode,
   type IntegrityResult,
   installRestoredFile,
@@ -33,7 +34,14 @@ import {
   tempPathFor,
   whileSyncing,
 } from "@lifeboat/core";
-import { decodeSegment } from "./segment-format.js";
+import {
+  decodeSegment,
+  decompressSegment,
+  type ParsedSegment,
+  parseSegment,
+  type SegmentHeader,
+  type SegmentTransaction,
+} from "./segment-format.js";
 import { parseSegmentKey, type SegmentKeyInfo } from "./segment-keys.js";
 
 /** Page images held before they are written during a point-in-time restore. */
@@ -258,10 +266,17 @@ export async function restoreToPoint(
   let applied: { txn: number; observedAt: number | null; segments: number };
   let integrity: IntegrityResult;
   let restored = null as DatabaseDescription | null;
+  // Segments are fetched and decoded while the snapshot downloads.
+  const fetcher = await SegmentFetcher.start(db, choice, temp, options);
   try {
     // One fsync at the end (it covers the snapshot's pages too), while the integrity check runs.
-    await download(db, repo, snapshot, temp, options, "none");
-    const result = await applySegments(db, choice, temp, options);
+    let result: Awaited<ReturnType<typeof applySegments>>;
+    try {
+      await download(db, repo, snapshot, temp, options, "none");
+      result = await applySegments(choice, temp, fetcher, options);
+    } finally {
+      await fetcher.close();
+    }
     applied = result;
     integrity = await whileSyncing(result.durable, async () => {
       const checked = await checkRestoredFile(
@@ -305,146 +320,324 @@ export async function restoreToPoint(
   };
 }
 
+/** Segments up to this size as stored (after their codecs) are fetched whole into memory. */
+const IN_MEMORY_STORED_BYTES = 16 * 1024 * 1024;
+/** Segments up to this size decompressed are decompressed in one piece; larger ones are streamed. */
+const IN_MEMORY_PLAIN_BYTES = 64 * 1024 * 1024;
+/** gzip bodies up to this size decompressed are inflated ahead, on libuv's thread pool. */
+const AHEAD_PLAIN_BYTES = 16 * 1024 * 1024;
+/** Bytes held ahead of the segment being applied; fetching pauses above it. */
+const AHEAD_BYTES = 64 * 1024 * 1024;
+
+/** A fetched segment, checked (sha256 trailer): in memory, or spilled to a file when large. */
+type Fetched =
+  | { readonly kind: "memory"; readonly parsed: ParsedSegment; readonly plain: Promise<Buffer> | null }
+  | { readonly kind: "file"; readonly file: string; readonly codecs: Codec[] };
+
 /**
- * Applies the chosen segments to the snapshot in `file`: page images written in place,
- * the file truncated to each commit's size. Segments are fetched `prefetch` at a time ahead of
- * the one being applied; each is checked (sha256 trailer) as it is consumed.
+ * Fetches and checks the chosen segments ahead of the one being applied, `prefetch` at a time
+ * and at most AHEAD_BYTES of them: downloads, decryption, sha256 (and gunzip, on libuv's thread
+ * pool) overlap the snapshot download and the page writes. Segments too large to hold spill to
+ * temp files next to the output and are streamed (constant memory, whatever a segment's size).
+ */
+class SegmentFetcher {
+  readonly #fetched = new Map<number, Promise<Fetched>>();
+  readonly #held = new Map<number, number>();
+  #next = 0;
+  #closed = false;
+
+  private constructor(
+    private readonly db: DatabaseContext,
+    private readonly choice: Choice,
+    private readonly spill: string,
+    private readonly options: PointInTimeOptions,
+  ) {}
+
+  static async start(db: DatabaseContext, choice: Choice, near: string, options: PointInTimeOptions) {
+    const spill = await mkdtemp(join(dirname(near), ".lifeboat-segments-"));
+    const fetcher = new SegmentFetcher(db, choice, spill, options);
+    fetcher.#fill();
+    return fetcher;
+  }
+
+  /** Segment `i` (in order: each is taken once). */
+  async take(i: number): Promise<Fetched> {
+    this.#next = i;
+    this.#fill();
+    const fetched = await this.#fetched.get(i)!;
+    this.#fetched.delete(i);
+    this.#held.delete(i);
+    this.#next = i + 1;
+    this.#fill();
+    return fetched;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.allSettled(this.#fetched.values());
+    await removeQuietly(this.spill);
+  }
+
+  #fill(): void {
+    const prefetch = Math.max(1, this.options.prefetch ?? 8);
+    for (let k = this.#next; k < this.#next + prefetch && k < this.choice.segments.length; k++) {
+      if (this.#fetched.has(k)) continue;
+      let held = 0;
+      for (const bytes of this.#held.values()) held += bytes;
+      if (k > this.#next && held >= AHEAD_BYTES) return;
+      this.#fetch(k);
+    }
+  }
+
+  #fetch(i: number): void {
+    const seg = this.choice.segments[i]!;
+    const file = join(this.spill, `${i}.seg`);
+    const fetching = (async (): Promise<Fetched> => {
+      const codecs = this.#codecsOf(seg);
+      const object = await this.choice.repo.target.get(seg.key, { signal: this.options.signal });
+      // The object as stored: decrypted data never reaches a temp file.
+      const stored = await readUpTo(object.body, IN_MEMORY_STORED_BYTES, file);
+      if (stored) {
+        const content =
+          codecs.length === 0
+            ? stored
+            : await readUpTo(decodeChain(codecs, oneChunk(stored), seg.key), IN_MEMORY_STORED_BYTES);
+        if (content) {
+          // Checked whole before any of it is applied: a restore may stop inside a segment.
+          const parsed = parseSegment(content, seg.key);
+          if (parsed.plainBytes <= IN_MEMORY_PLAIN_BYTES) {
+            const ahead = parsed.header.compression === "gzip" && parsed.plainBytes <= AHEAD_PLAIN_BYTES;
+            const plain = ahead ? decompressSegment(parsed, seg.key) : null;
+            plain?.catch(() => {}); // reported when the segment is taken
+            return { kind: "memory", parsed, plain };
+          }
+        }
+        await writeFile(file, stored, { mode: 0o600 });
+      }
+      // Large: checked whole from its file, then streamed (decoded twice with codecs).
+      await verifySegmentTrailer(decodeChain(codecs, createReadStream(file), seg.key), seg.key);
+      return { kind: "file", file, codecs };
+    })();
+    this.#fetched.set(i, fetching);
+    fetching.then(
+      (fetched) => {
+        if (fetched.kind === "memory" && this.#fetched.has(i))
+          this.#held.set(i, fetched.parsed.body.length + (fetched.plain ? fetched.parsed.plainBytes : 0));
+        if (!this.#closed) this.#fill();
+      },
+      () => {},
+    );
+  }
+
+  #codecsOf(seg: SegmentKeyInfo): Codec[] {
+    const codecs: Codec[] = [];
+    for (const ext of seg.extensions.split(".").filter(Boolean)) {
+      const codec = this.db.codecs.find((c) => c.extension === `.${ext}`);
+      if (!codec) {
+        throw new LifeboatError(
+          ErrorCodes.CONFIG_INVALID,
+          `Segment ${seg.key} was written with the .${ext} codec, which this config does not have.`,
+          { hint: "Add the codec (and its keys) to the database's codecs in lifeboat.yml." },
+        );
+      }
+      codecs.push(codec);
+    }
+    return codecs;
+  }
+}
+
+async function* oneChunk(chunk: Buffer): AsyncGenerator<Buffer> {
+  yield chunk;
+}
+
+/**
+ * The whole stream in one buffer if it has at most `limit` bytes. Past that: null, after writing
+ * all of it to `spillTo` when given (else the rest is left unread).
+ */
+async function readUpTo(source: AsyncIterable<Uint8Array>, limit: number, spillTo?: string): Promise<Buffer | null> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const iterator = source[Symbol.asyncIterator]();
+  for (;;) {
+    const next = await iterator.next();
+    if (next.done) return Buffer.concat(chunks, size);
+    chunks.push(next.value);
+    size += next.value.byteLength;
+    if (size > limit) break;
+  }
+  if (!spillTo) {
+    await iterator.return?.();
+    return null;
+  }
+  const rest = (async function* () {
+    yield* chunks;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      yield next.value;
+    }
+  })();
+  await pipeline(rest, createWriteStream(spillTo, { mode: 0o600 }));
+  return null;
+}
+
+/**
+ * Applies the chosen segments to the snapshot in `file`: page images written in place, the file
+ * truncated to each commit's size. Segments come from `fetcher`, checked, in order.
  */
 async function applySegments(
-  db: DatabaseContext,
   choice: Choice,
   file: string,
+  fetcher: SegmentFetcher,
   options: PointInTimeOptions,
 ): Promise<{ txn: number; observedAt: number | null; segments: number; durable: Promise<void> }> {
   const pageSize = choice.snapshot.source.pageSize;
+  const recordSize = 4 + pageSize;
   const handle = await open(file, constants.O_RDWR);
   let txn = choice.snapshot.position;
   let observedAt: number | null = null;
   let applied = 0;
   let size = (await handle.stat()).size;
   // Within a batch only each page's last image matters, and the last commit's size: collect them,
-  // then write in page order and truncate once (a page past a later shrink is cut off by it).
-  const pending = new Map<number, Buffer>();
+  // then write in page order, consecutive pages in one call, and truncate once (a page past a
+  // later shrink is cut off by it). An image is a place in a decoded segment (no copies): a batch
+  // holds those segments until it is written. `pending` maps a page to its slot.
+  const pending = new Map<number, number>();
+  const slotBuffer: Buffer[] = [];
+  const slotOffset: number[] = [];
+  const put = (pgno: number, buffer: Buffer, offset: number) => {
+    const slot = pending.get(pgno);
+    if (slot === undefined) {
+      pending.set(pgno, slotBuffer.length);
+      slotBuffer.push(buffer);
+      slotOffset.push(offset);
+    } else {
+      slotBuffer[slot] = buffer;
+      slotOffset[slot] = offset;
+    }
+  };
+  const image = (pgno: number): Buffer => {
+    const slot = pending.get(pgno)!;
+    const offset = slotOffset[slot]!;
+    return slotBuffer[slot]!.subarray(offset, offset + pageSize);
+  };
   let pendingBytes = 0;
   let commitSize = size / pageSize;
   let stop = false;
-  const flush = async () => {
-    for (const pgno of [...pending.keys()].sort((a, b) => a - b)) {
-      if (pgno > commitSize) continue;
-      const data = pending.get(pgno)!;
-      await handle.write(data, 0, data.byteLength, (pgno - 1) * pageSize);
+  const flush = () => {
+    const pgnos = [...pending.keys()].sort((a, b) => a - b);
+    for (let i = 0; i < pgnos.length && pgnos[i]! <= commitSize; ) {
+      const first = pgnos[i]!;
+      const run = [image(first)];
+      for (
+        i++;
+        i < pgnos.length && pgnos[i] === first + run.length && pgnos[i]! <= commitSize && run.length < 1024;
+        i++
+      )
+        run.push(image(pgnos[i]!));
+      writeAll(handle.fd, run, (first - 1) * pageSize, file);
     }
     pending.clear();
+    slotBuffer.length = 0;
+    slotOffset.length = 0;
     pendingBytes = 0;
     const commitBytes = commitSize * pageSize;
-    if (commitBytes !== size) await handle.truncate(commitBytes);
+    if (commitBytes !== size) {
+      try {
+        ftruncateSync(handle.fd, commitBytes);
+      } catch (error) {
+        throw fsError(error, "truncate", file);
+      }
+    }
     size = commitBytes;
   };
-  const prefetch = Math.max(1, options.prefetch ?? 8);
-  // Fetch ahead into temp files next to the output (constant memory, whatever a segment's size);
-  // each is decoded from its file while later ones download.
-  const spill = await mkdtemp(join(dirname(file), ".lifeboat-segments-"));
-  const fetched = new Map<number, Promise<{ file: string; codecs: Codec[] }>>();
-  const fetch = (i: number) => {
-    const seg = choice.segments[i];
-    if (!seg || fetched.has(i)) return;
-    const target = join(spill, `${i}.seg`);
-    fetched.set(
-      i,
-      (async () => {
-        const object = await choice.repo.target.get(seg.key, { signal: options.signal });
-        const codecs = [];
-        for (const ext of seg.extensions.split(".").filter(Boolean)) {
-          const codec = db.codecs.find((c) => c.extension === `.${ext}`);
-          if (!codec) {
-            throw new LifeboatError(
-              ErrorCodes.CONFIG_INVALID,
-              `Segment ${seg.key} was written with the .${ext} codec, which this config does not have.`,
-              { hint: "Add the codec (and its keys) to the database's codecs in lifeboat.yml." },
-            );
-          }
-          codecs.push(codec);
-        }
-        // The object as stored: decrypted data never reaches a temp file. With codecs it is
-        // decoded twice, to check it and to apply it.
-        await pipeline(object.body, createWriteStream(target, { mode: 0o600 }));
-        // Checked whole before any of it is applied: a restore may stop inside a segment.
-        await verifySegmentTrailer(decodeChain(codecs, createReadStream(target), seg.key), seg.key);
-        return { file: target, codecs };
-      })(),
-    );
-    fetched.get(i)!.catch(() => {});
+  /** False when `t` is past the target (the restore stops before it). */
+  const admit = (t: SegmentTransaction, key: string): boolean => {
+    if (t.txn !== txn + 1) {
+      throw new LifeboatError(
+        ErrorCodes.CORRUPT_BACKUP,
+        `Transaction ${txn + 1} of generation ${choice.generation.generation} is missing (segment ${key} starts at ${t.txn}).`,
+        { hint: "Restore to a point before the gap (lifeboat list shows the restorable window)." },
+      );
+    }
+    return !(t.txn > choice.txn || (choice.toTime !== undefined && t.observedAt > choice.toTime));
+  };
+  const committed = (t: SegmentTransaction) => {
+    commitSize = t.commitSize;
+    txn = t.txn;
+    observedAt = t.observedAt;
+  };
+  const checkPageSize = (header: SegmentHeader, key: string) => {
+    if (header.pageSize !== pageSize) {
+      throw new LifeboatError(
+        ErrorCodes.CORRUPT_BACKUP,
+        `Segment ${key} has page size ${header.pageSize}, the snapshot ${pageSize}.`,
+        { hint: "Restore from another generation." },
+      );
+    }
   };
   try {
     for (let i = 0; i < choice.segments.length && !stop; i++) {
-      for (let k = i; k < i + prefetch; k++) fetch(k);
       const seg = choice.segments[i]!;
-      const spilled = await fetched.get(i)!;
-      fetched.delete(i);
-      const decoded = await decodeSegment(
-        decodeChain(spilled.codecs, createReadStream(spilled.file), seg.key),
-        seg.key,
-      );
-      if (decoded.header.pageSize !== pageSize) {
-        throw new LifeboatError(
-          ErrorCodes.CORRUPT_BACKUP,
-          `Segment ${seg.key} has page size ${decoded.header.pageSize}, the snapshot ${pageSize}.`,
-          {
-            hint: "Restore from another generation.",
-          },
+      const fetched = await fetcher.take(i);
+      if (fetched.kind === "memory") {
+        const { header } = fetched.parsed;
+        checkPageSize(header, seg.key);
+        const plain = await (fetched.plain ?? decompressSegment(fetched.parsed, seg.key));
+        let offset = 0;
+        let used = false;
+        for (const t of header.transactions) {
+          const end = offset + t.pages * recordSize;
+          if (t.txn > txn) {
+            if (!admit(t, seg.key)) {
+              stop = true;
+              break;
+            }
+            for (; offset < end; offset += recordSize) put(plain.readUInt32BE(offset), plain, offset + 4);
+            used = true;
+            committed(t);
+          }
+          offset = end;
+        }
+        if (used) pendingBytes += plain.length;
+      } else {
+        const decoded = await decodeSegment(
+          decodeChain(fetched.codecs, createReadStream(fetched.file), seg.key),
+          seg.key,
         );
-      }
-      for await (const { txn: t, pages } of decoded.transactions()) {
-        if (t.txn <= txn) {
-          for await (const _ of pages) {
-            // already in the snapshot
+        checkPageSize(decoded.header, seg.key);
+        for await (const { txn: t, pages } of decoded.transactions()) {
+          if (t.txn <= txn) continue; // already in the snapshot (the decoder skips unread pages)
+          if (!admit(t, seg.key)) {
+            stop = true;
+            break;
           }
-          continue;
-        }
-        if (t.txn !== txn + 1) {
-          throw new LifeboatError(
-            ErrorCodes.CORRUPT_BACKUP,
-            `Transaction ${txn + 1} of generation ${choice.generation.generation} is missing (segment ${seg.key} starts at ${t.txn}).`,
-            { hint: "Restore to a point before the gap (lifeboat list shows the restorable window)." },
-          );
-        }
-        if (t.txn > choice.txn || (choice.toTime !== undefined && t.observedAt > choice.toTime)) {
-          stop = true;
-          break;
-        }
-        for await (const batch of pages) {
-          for (const page of batch) {
-            // Our own copy (a view would pin the decoder's whole chunk); a page written again
-            // in the batch reuses it.
-            const previous = pending.get(page.pgno);
-            if (previous === undefined) {
-              pendingBytes += pageSize;
-              pending.set(page.pgno, Buffer.from(page.data));
-            } else previous.set(page.data);
+          for await (const batch of pages) {
+            for (const page of batch) {
+              // Our own copy: a view would pin the decoder's whole chunk.
+              if (!pending.has(page.pgno)) pendingBytes += pageSize;
+              put(page.pgno, Buffer.from(page.data), 0);
+            }
           }
+          committed(t);
+          if (pendingBytes >= APPLY_BATCH_BYTES) flush();
         }
-        commitSize = t.commitSize;
-        txn = t.txn;
-        observedAt = t.observedAt;
-        if (pendingBytes >= APPLY_BATCH_BYTES) await flush();
-        options.onProgress?.({
-          phase: "download",
-          bytes: txn - choice.snapshot.position,
-          total: choice.txn - choice.snapshot.position,
-          label: "transactions",
-        });
       }
+      if (pendingBytes >= APPLY_BATCH_BYTES) flush();
       applied++;
+      options.onProgress?.({
+        phase: "download",
+        bytes: txn - choice.snapshot.position,
+        total: choice.txn - choice.snapshot.position,
+        label: "transactions",
+      });
     }
-    await flush();
+    flush();
     // Page 1 from the WAL says "WAL mode" (bytes 18-19 = 2): the restored file is a plain rollback-journal database.
-    await handle.write(Buffer.from([1, 1]), 0, 2, 18);
+    writeAll(handle.fd, [Buffer.from([1, 1])], 18, file);
   } catch (error) {
     await handle.close();
     throw error;
-  } finally {
-    await Promise.allSettled(fetched.values());
-    await removeQuietly(spill);
   }
   // The caller checks the file while the fsync runs (whileSyncing).
   const durable = handle.sync().finally(() => handle.close());
@@ -452,6 +645,28 @@ async function applySegments(
   return { txn, observedAt, segments: applied, durable };
 }
 
+/** Writes `buffers` back to back at `position`, whatever the kernel takes per call. */
+function writeAll(fd: number, buffers: Buffer[], position: number, file: string): void {
+  let rest = buffers;
+  let at = position;
+  try {
+    while (rest.length > 0) {
+      let written = writevSync(fd, rest, at);
+      at += written;
+      const left: Buffer[] = [];
+      for (const b of rest) {
+        if (written >= b.length) written -= b.length;
+        else {
+          left.push(written > 0 ? b.subarray(written) : b);
+          written = 0;
+        }
+      }
+      rest = left;
+    }
+  } catch (error) {
+    throw fsError(error, "write", file);
+  }
+}
 /** Checks a segment file's sha256 trailer (the last 32 bytes cover everything before them). */
 async function verifySegmentTrailer(source: AsyncIterable<Uint8Array>, name: string): Promise<void> {
   // Everything but the last 32 bytes is hashed; those 32 are the trailer.

@@ -952,7 +952,7 @@ export class Replicator {
       firstTxn: this.#txn + 1,
       lastTxn: this.#txn + transactions.length,
       pageSize: header.pageSize,
-      compression: "gzip",
+      compression: "zstd",
       createdAt: new Date(observedAt).toISOString(),
       transactions: segmentTxns,
       walEnd: { ...last.end },

@@ -3,25 +3,38 @@
  * transactions of one generation, in order, as page images:
  *
  *   magic    8 bytes  "LBWALSEG"
- *   version  u32 BE   1
+ *   version  u32 BE   2 when the body is zstd, else 1 (the layout is the same)
  *   hlen     u32 BE   length of the JSON header
  *   header   hlen bytes of UTF-8 JSON (SegmentHeader)
- *   body     gzip stream (or raw when header.compression is "none") of, per transaction in order,
- *            per page: pgno u32 BE, then pageSize bytes
+ *   body     per transaction in order, per page: pgno u32 BE, then pageSize bytes; compressed as
+ *            header.compression says: one zstd frame, a gzip stream, or raw ("none")
  *   trailer  32 bytes: sha256 of every byte before it
  *
  * The header lists every transaction (number, observed time, commit page count, page count), so a
  * reader knows where each ends without framing in the body.
  */
 import { createHash } from "node:crypto";
-import { createGunzip, createGzip, gzipSync, constants as zlibConstants } from "node:zlib";
+import type { Transform } from "node:stream";
+import { promisify } from "node:util";
+import { createGunzip, createGzip, gunzip, gzip, constants as zlibConstants } from "node:zlib";
 import { ErrorCodes, LifeboatError } from "@lifeboat/core";
+import { CompressStream, DecompressStream, compress as zstdCompress, decompress as zstdDecompress } from "zstd-napi";
 
 export const SEGMENT_MAGIC = Buffer.from("LBWALSEG", "latin1");
-export const SEGMENT_FORMAT_VERSION = 1;
+/** The newest format version this code reads; it writes 2 for zstd bodies and 1 otherwise. */
+export const SEGMENT_FORMAT_VERSION = 2;
+/** The compressions a segment body may have. */
+export type SegmentCompression = "zstd" | "gzip" | "none";
+const COMPRESSIONS: readonly string[] = ["zstd", "gzip", "none"];
+/** zstd level of new segments: the fastest standard level (the replicator's CPU is the app's CPU). */
+const ZSTD_LEVEL = 1;
 const TRAILER = 32;
+const gunzipAsync = promisify(gunzip);
+const gzipAsync = promisify(gzip);
 /** Uncompressed bytes gathered before each write to the compressor. */
 const BATCH_BYTES = 1024 * 1024;
+/** Segments up to this size uncompressed are compressed in one call (a zstd frame that states its size). */
+const ONE_CALL_BYTES = 16 * 1024 * 1024;
 
 export interface SegmentTransaction {
   /** Transaction number within the generation (1-based, consecutive). */
@@ -39,7 +52,7 @@ export interface SegmentHeader {
   readonly firstTxn: number;
   readonly lastTxn: number;
   readonly pageSize: number;
-  readonly compression: "gzip" | "none";
+  readonly compression: SegmentCompression;
   readonly createdAt: string;
   readonly transactions: readonly SegmentTransaction[];
   /** Where in the source WAL the segment ends (salts, frame, running checksum): lets a restarted replicator continue. */
@@ -67,7 +80,7 @@ export async function* encodeSegment(
   const json = Buffer.from(JSON.stringify(header), "utf8");
   const prefix = Buffer.alloc(16);
   SEGMENT_MAGIC.copy(prefix, 0);
-  prefix.writeUInt32BE(SEGMENT_FORMAT_VERSION, 8);
+  prefix.writeUInt32BE(header.compression === "zstd" ? 2 : 1, 8);
   prefix.writeUInt32BE(json.length, 12);
   yield emit(Buffer.concat([prefix, json]));
 
@@ -96,27 +109,24 @@ export async function* encodeSegment(
     }
     if (batch && used > 0) yield batch.subarray(0, used);
   })();
-  if (header.compression === "gzip" && expected * recordSize <= BATCH_BYTES) {
-    // The whole segment fits one batch (the usual case): compressed in one call.
+  if (header.compression === "none") {
+    for await (const chunk of batches) yield emit(chunk);
+  } else if (expected * recordSize <= ONE_CALL_BYTES) {
+    // The usual case: the whole segment compressed in one call.
     const whole: Buffer[] = [];
     for await (const batch of batches) whole.push(batch);
-    yield emit(gzipSync(Buffer.concat(whole), { level: 1 }));
-  } else if (header.compression === "gzip") {
-    const gzip = createGzip({ level: 1, chunkSize: 256 * 1024 });
-    const feeding = (async () => {
-      try {
-        for await (const chunk of batches) {
-          if (!gzip.write(chunk)) await new Promise<void>((r) => gzip.once("drain", r));
-        }
-        gzip.end();
-      } catch (error) {
-        gzip.destroy(error as Error);
-      }
-    })();
-    for await (const chunk of gzip) yield emit(chunk as Buffer);
-    await feeding;
+    const plain = whole.length === 1 ? whole[0]! : Buffer.concat(whole);
+    yield emit(
+      header.compression === "zstd"
+        ? zstdCompress(plain, { compressionLevel: ZSTD_LEVEL })
+        : await gzipAsync(plain, { level: 1 }),
+    );
   } else {
-    for await (const chunk of batches) yield emit(chunk);
+    const compressor =
+      header.compression === "zstd"
+        ? new CompressStream({ compressionLevel: ZSTD_LEVEL })
+        : createGzip({ level: 1, chunkSize: 256 * 1024 });
+    for await (const chunk of through(batches, compressor)) yield emit(chunk);
   }
   if (seen !== expected) throw internal(`segment has ${seen} pages, its header lists ${expected}`);
   yield hash.digest();
@@ -139,30 +149,22 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
   const reader = new ByteReader(source[Symbol.asyncIterator]());
   const hash = createHash("sha256");
   const prefix = await reader.read(16);
-  if (!prefix?.subarray(0, 8).equals(SEGMENT_MAGIC)) throw corrupt(name, "it does not start with the segment magic");
-  const version = prefix.readUInt32BE(8);
-  if (version > SEGMENT_FORMAT_VERSION) {
-    throw new LifeboatError(
-      ErrorCodes.UNSUPPORTED_FORMAT,
-      `Segment ${name} has format version ${version}; this Lifeboat reads ${SEGMENT_FORMAT_VERSION}.`,
-      {
-        hint: "Upgrade Lifeboat to restore it.",
-      },
-    );
-  }
-  const json = await reader.read(prefix.readUInt32BE(12));
+  const json = await reader.read(checkPrefix(prefix, name));
   if (!json) throw corrupt(name, "its header is truncated");
-  hash.update(prefix);
+  hash.update(prefix!);
   hash.update(json);
-  let header: SegmentHeader;
-  try {
-    header = JSON.parse(json.toString("utf8")) as SegmentHeader;
-  } catch {
-    throw corrupt(name, "its header is not valid JSON");
-  }
+  const header = parseHeader(json, name);
   // The body runs to 32 bytes before the end: hold back the trailer while hashing and inflating.
   const body = reader.allButLast(TRAILER, hash);
-  const plain = header.compression === "gzip" ? inflate(body) : body;
+  const plain =
+    header.compression === "none"
+      ? body
+      : through(
+          body,
+          header.compression === "zstd"
+            ? new DecompressStream()
+            : createGunzip({ finishFlush: zlibConstants.Z_SYNC_FLUSH, chunkSize: 128 * 1024 }),
+        );
   const pages = new ByteReader(plain[Symbol.asyncIterator]());
   /** Reads from the decompressed body; zlib and stream failures become CORRUPT_BACKUP naming the segment. */
   const readPlain = async (n: number): Promise<Buffer | undefined> => {
@@ -210,22 +212,105 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
   };
 }
 
+/** Checks the 16-byte prefix (magic, version); returns the header's length. */
+function checkPrefix(prefix: Buffer | undefined, name: string): number {
+  if (!prefix?.subarray(0, 8).equals(SEGMENT_MAGIC)) throw corrupt(name, "it does not start with the segment magic");
+  const version = prefix.readUInt32BE(8);
+  if (version > SEGMENT_FORMAT_VERSION) {
+    throw new LifeboatError(
+      ErrorCodes.UNSUPPORTED_FORMAT,
+      `Segment ${name} has format version ${version}; this Lifeboat reads ${SEGMENT_FORMAT_VERSION}.`,
+      { hint: "Upgrade Lifeboat to restore it." },
+    );
+  }
+  return prefix.readUInt32BE(12);
+}
+
+function parseHeader(json: Buffer, name: string): SegmentHeader {
+  let header: SegmentHeader;
+  try {
+    header = JSON.parse(json.toString("utf8")) as SegmentHeader;
+  } catch {
+    throw corrupt(name, "its header is not valid JSON");
+  }
+  if (!Array.isArray(header?.transactions) || !Number.isInteger(header.pageSize))
+    throw corrupt(name, "its header lacks the transactions or the page size");
+  if (!COMPRESSIONS.includes(header.compression)) {
+    throw new LifeboatError(
+      ErrorCodes.UNSUPPORTED_FORMAT,
+      `Segment ${name} is compressed with ${JSON.stringify(header.compression)}, which this Lifeboat does not read.`,
+      { hint: "Upgrade Lifeboat to restore it." },
+    );
+  }
+  return header;
+}
+
+/** A segment held whole in memory, its trailer checked: the header, and the body as stored. */
+export interface ParsedSegment {
+  readonly header: SegmentHeader;
+  /** The body as stored, compressed as `header.compression` says. */
+  readonly body: Buffer;
+  /** Size of the body once decompressed: a record (page number + page image) per page. */
+  readonly plainBytes: number;
+}
+
+/**
+ * Parses a whole segment held in memory and checks its sha256 trailer before anything is used.
+ * For segments small enough to hold; `decodeSegment` streams any size.
+ */
+export function parseSegment(bytes: Buffer, name: string): ParsedSegment {
+  if (bytes.length < 16 + TRAILER) throw corrupt(name, `it has only ${bytes.length} bytes`);
+  const hlen = checkPrefix(bytes.subarray(0, 16), name);
+  if (16 + hlen + TRAILER > bytes.length) throw corrupt(name, "its header is truncated");
+  const end = bytes.length - TRAILER;
+  if (!createHash("sha256").update(bytes.subarray(0, end)).digest().equals(bytes.subarray(end)))
+    throw corrupt(name, "its sha256 trailer does not match");
+  const header = parseHeader(bytes.subarray(16, 16 + hlen), name);
+  const pages = header.transactions.reduce((n, t) => n + t.pages, 0);
+  return { header, body: bytes.subarray(16 + hlen, end), plainBytes: pages * (4 + header.pageSize) };
+}
+
+/**
+ * The decompressed body of a parsed segment. zstd runs here (about 1 GB/s); gzip runs on libuv's
+ * thread pool, so several segments inflate in parallel.
+ */
+export async function decompressSegment(segment: ParsedSegment, name: string): Promise<Buffer> {
+  const { header, body, plainBytes } = segment;
+  let plain: Buffer;
+  try {
+    if (header.compression === "none") plain = body;
+    else if (header.compression === "zstd") plain = zstdDecompress(body);
+    else {
+      // Output in one chunk: zlib's default 16 KiB chunks cost a main-thread callback and a copy each.
+      plain = await gunzipAsync(body, {
+        chunkSize: Math.max(64 * 1024, plainBytes + 1),
+        maxOutputLength: plainBytes + 1,
+      });
+    }
+  } catch (error) {
+    throw corrupt(name, `its body cannot be read (${error instanceof Error ? error.message : String(error)})`);
+  }
+  if (plain.length !== plainBytes)
+    throw corrupt(name, `its body holds ${plain.length} bytes, its header lists ${plainBytes}`);
+  return plain;
+}
+
 /** Pages handed out per batch at most. */
 const PAGE_BATCH = 256;
 
-async function* inflate(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const gunzip = createGunzip({ finishFlush: zlibConstants.Z_SYNC_FLUSH, chunkSize: 128 * 1024 });
+/** `source` through a transform stream (a compressor or decompressor), with back-pressure. */
+async function* through(source: AsyncIterable<Buffer>, transform: Transform): AsyncGenerator<Buffer> {
   const feeding = (async () => {
     try {
       for await (const chunk of source) {
-        if (!gunzip.write(chunk)) await new Promise<void>((r) => gunzip.once("drain", r));
+        if (!transform.write(chunk)) await new Promise<void>((r) => transform.once("drain", r));
       }
-      gunzip.end();
+      transform.end();
     } catch (error) {
-      gunzip.destroy(error as Error);
+      transform.destroy(error as Error);
     }
   })();
-  for await (const chunk of gunzip) yield chunk as Buffer;
+  for await (const chunk of transform) yield chunk as Buffer;
   await feeding;
 }
 
