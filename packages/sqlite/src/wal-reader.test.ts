@@ -194,6 +194,30 @@ describe("scanWal on WAL files written by SQLite", () => {
     }
   });
 
+  it("keeps the page images it read when asked, up to its limit, whatever the read size", async () => {
+    const f = walFixture();
+    const wal = readFileSync(`${f.path}-wal`);
+    const full = await readWalTransactions(`${f.path}-wal`);
+    for (const chunkSize of [4096 + 24, 3 * (4096 + 24) + 5, 64 * 1024]) {
+      const kept = await readWalTransactions(`${f.path}-wal`, { chunkSize, keepPages: 1 << 30 });
+      expect(shape(kept.transactions)).toEqual(shape(full.transactions));
+      for (const t of kept.transactions) {
+        expect(t.pages).toHaveLength(t.pgnos.length);
+        for (const [i, page] of t.pages!.entries()) {
+          const start = walFrameOffset(t.firstFrame + i, 4096) + WAL_FRAME_HEADER_SIZE;
+          expect(page.equals(wal.subarray(start, start + 4096)), `frame ${t.firstFrame + i}`).toBe(true);
+        }
+      }
+    }
+    // Past the limit, later transactions come without pages (and none with a partial set).
+    const limited = await readWalTransactions(`${f.path}-wal`, { chunkSize: 4096 + 24, keepPages: 3 * (4096 + 24) });
+    expect(shape(limited.transactions)).toEqual(shape(full.transactions));
+    expect(limited.transactions[0]!.pages).toHaveLength(limited.transactions[0]!.pgnos.length);
+    expect(limited.transactions.at(-1)!.pages).toBeUndefined();
+    for (const t of limited.transactions) if (t.pages) expect(t.pages).toHaveLength(t.pgnos.length);
+    expect(full.transactions.every((t) => t.pages === undefined)).toBe(true);
+  });
+
   it.each([512, 65536])("handles page size %i", async (pageSize) => {
     const f = walFixture("p.db", STEPS, pageSize);
     const wal = readFileSync(`${f.path}-wal`);

@@ -80,6 +80,11 @@ export interface WalTransaction {
   readonly pgnos: Uint32Array;
   /** The position right after the commit frame; resume a later scan from here. */
   readonly end: WalPosition;
+  /**
+   * The page image of each frame (`pages[i]` goes with `pgnos[i]`), as the scan read and
+   * checksummed it: only when the scan was asked to keep them (`keepPages`) and within its limit.
+   */
+  readonly pages?: readonly Buffer[];
 }
 
 /** Why a scan stopped reading frames. */
@@ -145,6 +150,12 @@ export interface WalScanOptions {
   readonly maxFrame?: number;
   /** Bytes per read; rounded to whole frames. Default 4 MiB. */
   readonly chunkSize?: number;
+  /**
+   * Keep the page images of the transactions yielded (`WalTransaction.pages`) while the frames
+   * read stay within this many bytes; past it, later transactions come without them. Saves
+   * reading the frames a second time. Default 0: keep none (one reused read buffer).
+   */
+  readonly keepPages?: number;
   readonly signal?: AbortSignal;
 }
 
@@ -345,6 +356,10 @@ async function* runScan(
     const frameWords = frameSize >>> 2;
     let pending: number[] = [];
     let firstPending = frame;
+    // Kept pages live in their read buffers: while keeping, every read gets a fresh buffer.
+    let keeping = (options.keepPages ?? 0) > 0;
+    let kept = 0;
+    let pendingPages: Buffer[] = [];
     let lastValidFrame = frame - 1;
     let stop: WalStopReason = "end-of-file";
 
@@ -358,6 +373,11 @@ async function* runScan(
       const want = frames * frameSize;
       const got = await readFully(handle, buf, want, walFrameOffset(frame, pageSize));
       const whole = Math.floor(got / frameSize);
+      kept += got;
+      if (keeping && kept > options.keepPages!) {
+        keeping = false;
+        pendingPages = [];
+      }
       for (let k = 0; k < whole; k++) {
         const base = k * frameSize;
         const pgno = u32be(buf, base);
@@ -380,6 +400,7 @@ async function* runScan(
         running = sum;
         lastValidFrame = frame;
         pending.push(pgno);
+        if (keeping) pendingPages.push(buf.subarray(base + WAL_FRAME_HEADER_SIZE, base + frameSize));
         if (frameCommit !== 0) {
           end = { salt1: header.salt1, salt2: header.salt2, frame, checksum1: sum[0], checksum2: sum[1] };
           lastCommitFrame = frame;
@@ -390,12 +411,14 @@ async function* runScan(
             commitSize: frameCommit,
             pgnos: Uint32Array.from(pending),
             end,
+            ...(keeping && pendingPages.length === pending.length ? { pages: pendingPages } : {}),
           };
           pending = [];
+          pendingPages = [];
           firstPending = frame + 1;
           frame++;
-          // The buffer is reused only after the consumer asks for the next transaction; nothing
-          // yielded refers to it.
+          // Unless pages are kept (each read then has its own buffer), the buffer is reused only
+          // after the consumer asks for the next transaction, and nothing yielded refers to it.
           yield txn;
           continue;
         }
@@ -405,7 +428,7 @@ async function* runScan(
         stop = got % frameSize === 0 ? "end-of-file" : "partial-frame";
         break;
       }
-      if (framesPerChunk < maxFramesPerChunk) {
+      if (framesPerChunk < maxFramesPerChunk || keeping) {
         framesPerChunk = Math.min(maxFramesPerChunk, framesPerChunk * 2);
         buf = Buffer.allocUnsafeSlow(framesPerChunk * frameSize);
         words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);

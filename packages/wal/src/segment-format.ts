@@ -87,49 +87,76 @@ export async function* encodeSegment(
   const expected = header.transactions.reduce((n, t) => n + t.pages, 0);
   const recordSize = 4 + header.pageSize;
   let seen = 0;
-  // Records (page number + page image) are gathered into batches of up to BATCH_BYTES: a stream
-  // write per record cost more than the compression itself.
-  const batches = (async function* () {
-    const batchRecords = Math.max(1, Math.floor(BATCH_BYTES / recordSize));
-    let batch: Buffer | null = null;
-    let used = 0;
-    for await (const page of pages) {
-      if (page.data.byteLength !== header.pageSize)
-        throw internal(`page ${page.pgno} has ${page.data.byteLength} bytes, expected ${header.pageSize}`);
-      if (!batch) batch = Buffer.allocUnsafe(Math.min(batchRecords, Math.max(1, expected - seen)) * recordSize);
-      batch.writeUInt32BE(page.pgno, used);
-      batch.set(page.data, used + 4);
-      used += recordSize;
-      seen++;
-      if (used === batch.byteLength) {
-        yield batch;
-        batch = null;
-        used = 0;
+  const record = (page: SegmentPage, into: Buffer, at: number) => {
+    if (page.data.byteLength !== header.pageSize)
+      throw internal(`page ${page.pgno} has ${page.data.byteLength} bytes, expected ${header.pageSize}`);
+    if (seen === expected) throw internal(`segment has more pages than the ${expected} its header lists`);
+    into.writeUInt32BE(page.pgno, at);
+    into.set(page.data, at + 4);
+    seen++;
+  };
+  if (header.compression !== "none" && expected * recordSize <= ONE_CALL_BYTES) {
+    // The usual case: the records gathered in one (reused) buffer and compressed in one call.
+    const plain = takeBuffer(expected * recordSize);
+    try {
+      let used = 0;
+      for await (const page of pages) {
+        record(page, plain, used);
+        used += recordSize;
       }
+      const body = plain.subarray(0, used);
+      yield emit(
+        header.compression === "zstd"
+          ? zstdCompress(body, { compressionLevel: ZSTD_LEVEL })
+          : await gzipAsync(body, { level: 1 }),
+      );
+    } finally {
+      giveBuffer(plain);
     }
-    if (batch && used > 0) yield batch.subarray(0, used);
-  })();
-  if (header.compression === "none") {
-    for await (const chunk of batches) yield emit(chunk);
-  } else if (expected * recordSize <= ONE_CALL_BYTES) {
-    // The usual case: the whole segment compressed in one call.
-    const whole: Buffer[] = [];
-    for await (const batch of batches) whole.push(batch);
-    const plain = whole.length === 1 ? whole[0]! : Buffer.concat(whole);
-    yield emit(
-      header.compression === "zstd"
-        ? zstdCompress(plain, { compressionLevel: ZSTD_LEVEL })
-        : await gzipAsync(plain, { level: 1 }),
-    );
   } else {
-    const compressor =
-      header.compression === "zstd"
-        ? new CompressStream({ compressionLevel: ZSTD_LEVEL })
-        : createGzip({ level: 1, chunkSize: 256 * 1024 });
-    for await (const chunk of through(batches, compressor)) yield emit(chunk);
+    // Records (page number + page image) are gathered into batches of up to BATCH_BYTES: a stream
+    // write per record cost more than the compression itself.
+    const batches = (async function* () {
+      const batchRecords = Math.max(1, Math.floor(BATCH_BYTES / recordSize));
+      let batch: Buffer | null = null;
+      let used = 0;
+      for await (const page of pages) {
+        batch ??= Buffer.allocUnsafe(Math.min(batchRecords, Math.max(1, expected - seen)) * recordSize);
+        record(page, batch, used);
+        used += recordSize;
+        if (used === batch.byteLength) {
+          yield batch;
+          batch = null;
+          used = 0;
+        }
+      }
+      if (batch && used > 0) yield batch.subarray(0, used);
+    })();
+    if (header.compression === "none") {
+      for await (const chunk of batches) yield emit(chunk);
+    } else {
+      const compressor =
+        header.compression === "zstd"
+          ? new CompressStream({ compressionLevel: ZSTD_LEVEL })
+          : createGzip({ level: 1, chunkSize: 256 * 1024 });
+      for await (const chunk of through(batches, compressor)) yield emit(chunk);
+    }
   }
   if (seen !== expected) throw internal(`segment has ${seen} pages, its header lists ${expected}`);
   yield hash.digest();
+}
+
+/**
+ * Buffers for the records of a segment, reused: a replicator encodes segments back to back, and
+ * a fresh multi-megabyte buffer for each made the garbage collector its busiest part.
+ */
+const spareBuffers: Buffer[] = [];
+function takeBuffer(size: number): Buffer {
+  const i = spareBuffers.findIndex((b) => b.length >= size);
+  return i >= 0 ? spareBuffers.splice(i, 1)[0]! : Buffer.allocUnsafe(Math.max(size, 256 * 1024));
+}
+function giveBuffer(buffer: Buffer): void {
+  if (spareBuffers.length < 1) spareBuffers.push(buffer);
 }
 
 /** A decoded segment: its header, and its transactions with their pages, streamed. */
