@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createLifeboat, type DatabaseContext, Repository } from "@lifeboat/core";
-import { sqliteSourcePlugin } from "@lifeboat/sqlite";
+import { readWalIndexHeader, sqliteSourcePlugin } from "@lifeboat/sqlite";
 import { localStoragePlugin } from "@lifeboat/storage-local";
 import { databaseContentHash } from "@lifeboat/testkit";
 import Database from "better-sqlite3";
@@ -205,6 +205,30 @@ describe("locked checkpoints", () => {
     expect(statSync(`${path}-wal`).size).toBeLessThan((commits * 4096) / 3);
     expect(replicator.maxWriteLockMs, "the lock is held briefly").toBeLessThan(1000);
   }, 60_000);
+
+  it("lets the app's own checkpoints copy frames: its pin never stays on read lock 0 once the WAL has frames", async () => {
+    // The pin is taken while the WAL is empty (read lock 0: the database file only). Left there,
+    // it stops every checkpoint, and SQLite's auto-checkpoint sorts the whole WAL at every commit
+    // past 1000 frames. Neither the pass rotation (past 100,000 frames) nor the 1 s rotation
+    // comes into play here: only the probe can move it.
+    const { app, path, replicator } = await setup({ checkpointPages: 100_000 });
+    app.pragma("wal_checkpoint(TRUNCATE)");
+    await replicator.start();
+    const insert = app.prepare("INSERT INTO t (v) VALUES (?)");
+    const started = Date.now();
+    for (let i = 0; i < 1500; i++) {
+      insert.run(`row ${i}`);
+      if (i % 100 === 0) await new Promise((r) => setTimeout(r, 10));
+    }
+    const index = readWalIndexHeader(`${path}-shm`)!;
+    expect(Date.now() - started, "the writes took less than the 1 s pin rotation").toBeLessThan(900);
+    expect(index.mxFrame).toBeGreaterThan(1000);
+    // The app's auto-checkpoint (past 1000 frames) copied frames into the database file.
+    expect(index.nBackfill).toBeGreaterThan(0);
+    await replicator.sync();
+    await replicator.stop();
+    expect(replicator.txn).toBeGreaterThanOrEqual(1500);
+  });
 });
 
 describe("segment interval", () => {
