@@ -1275,7 +1275,8 @@ export class Replicator {
       segment.lastObservedAt,
       extensions,
     );
-    const body = createReadStream(segment.file);
+    const bytes = segment.bytes;
+    const body = bytes ? oneChunk(bytes) : createReadStream(segment.file);
     await t.repo.target.put(
       key,
       encodeChain(this.db.codecs, body),
@@ -1437,4 +1438,8 @@ function pagesOf(
   return (function* () {
     for (const t of transactions) for (const [i, data] of t.pages!.entries()) yield { pgno: t.pgnos[i]!, data };
   })();
+}
+
+async function* oneChunk(bytes: Buffer): AsyncGenerator<Buffer> {
+  yield bytes;
 }

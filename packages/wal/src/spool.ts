@@ -16,7 +16,16 @@ export interface SpooledSegment {
   readonly lastObservedAt: number;
   readonly file: string;
   readonly size: number;
+  /**
+   * The file's bytes, kept in memory for the newest small segments (see MEMORY_BYTES): uploads
+   * then need not read the file back. Dropped as newer segments arrive.
+   */
+  bytes?: Buffer | undefined;
 }
+
+/** Bytes of the newest segments kept in memory for their uploads (each at most MEMORY_SEGMENT_BYTES). */
+const MEMORY_BYTES = 8 * 1024 * 1024;
+const MEMORY_SEGMENT_BYTES = 1024 * 1024;
 
 const NAME = /^([0-9a-f]{16})-([0-9a-f]{16})-([0-9a-f]{12})\.seg$/;
 
@@ -46,11 +55,19 @@ export class Spool {
       throw fsError(error, "create", temp, "wal");
     });
     let size = 0;
+    // Small segments (the usual case) are gathered and written in one call.
+    let gathered: Uint8Array[] | null = [];
     try {
       for await (const chunk of body) {
-        await handle.write(chunk);
         size += chunk.byteLength;
+        if (gathered) {
+          gathered.push(chunk);
+          if (size <= MEMORY_SEGMENT_BYTES) continue;
+          for (const held of gathered) await handle.write(held);
+          gathered = null;
+        } else await handle.write(chunk);
       }
+      if (gathered) await handle.writev(gathered);
       await handle.sync();
       await handle.close();
     } catch (error) {
@@ -67,12 +84,24 @@ export class Spool {
       lastObservedAt,
       file,
       size,
+      bytes: gathered ? Buffer.concat(gathered, size) : undefined,
     };
     const listed = this.#index.get(header.generation);
     if (listed) {
       listed.push(segment);
       if (listed.length > 1 && listed.at(-2)!.firstTxn > segment.firstTxn)
         listed.sort((a, b) => a.firstTxn - b.firstTxn);
+      // Only the newest segments keep their bytes in memory (older ones were dropped before).
+      let held = 0;
+      for (let i = listed.length - 1; i >= 0; i--) {
+        const entry = listed[i]!;
+        if (!entry.bytes) {
+          if (held > MEMORY_BYTES) break;
+          continue;
+        }
+        held += entry.bytes.length;
+        if (held > MEMORY_BYTES) entry.bytes = undefined;
+      }
     }
     return segment;
   }
