@@ -214,6 +214,8 @@ export class Replicator {
   readonly #targets: TargetState[];
   #pins: [Database.Database, Database.Database] | null = null;
   #pinIndex = 0;
+  /** Time the current pass spent taking and holding the write lock (see #requestPass). */
+  #lockingMs = 0;
   /** The current pin may hold SQLite's read lock 0 (see #pin). */
   #pinAtZero = false;
   #writer: Database.Database | null = null;
@@ -798,9 +800,14 @@ export class Replicator {
           this.#dirty = false;
           const pass = ++this.#passesStarted;
           const started = Date.now();
+          this.#lockingMs = 0;
           try {
             await this.#syncOnce(true);
-            this.#nextPassAt = Date.now() + Math.min(MAX_PASS_GAP_MS, (Date.now() - started) * PASS_GAP_FACTOR);
+            // Time spent taking and holding the write lock is mostly waiting, and is not repeated
+            // per commit: it does not lengthen the gap (the commits after a locked checkpoint would
+            // be noticed up to a whole gap later).
+            const busy = Date.now() - started - this.#lockingMs;
+            this.#nextPassAt = Date.now() + Math.min(MAX_PASS_GAP_MS, busy * PASS_GAP_FACTOR);
             this.#lastError = null;
             this.#settle(
               (w) => w.pass <= pass,
@@ -1110,10 +1117,12 @@ export class Replicator {
     }
     if (!this.#position || !this.#writer) return;
     const thread = this.#thread();
+    const lockStarted = Date.now();
     const attempt = await thread.lock(LOCK_SPIN_MS).catch((error: unknown) => {
       this.#report(error);
       return { locked: false };
     });
+    this.#lockingMs += Date.now() - lockStarted;
     if (!attempt.locked) {
       const urgent = this.#position.frame > this.#o.emergencyCheckpointPages;
       this.#nextLockedAt = Date.now() + (urgent ? 0 : LOCK_RETRY_MS);
@@ -1121,6 +1130,7 @@ export class Replicator {
       return;
     }
     let heldMs = 0;
+    const lockedAt = Date.now();
     let row: { busy: number; log: number; checkpointed: number } | undefined;
     let pending: { transactions: WalTransaction[]; header: WalHeader; pages: SegmentPage[] } | null = null;
     let aborted = false;
@@ -1155,6 +1165,7 @@ export class Replicator {
         this.#report(error);
         await thread.close(); // closing its connection releases the lock
       }
+      this.#lockingMs += Date.now() - lockedAt;
     }
     if (aborted) return;
     const end = pending ? pending.transactions.at(-1)!.end : this.#position;
