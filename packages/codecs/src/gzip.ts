@@ -3,11 +3,11 @@
  */
 
 import { createGunzip, createGzip } from "node:zlib";
-import { type ByteStream, type CodecSpec, defineCodecPlugin } from "@lifeboat/core";
+import { type ByteStream, type CodecSpec, defineCodecPlugin, throughTransform } from "@lifeboat/core";
 import { z } from "zod";
 import { corruptError, messageOf } from "./codec-errors.js";
 import { levelOf, type NamedCodec } from "./named-codec.js";
-import { InputWatch, slices, throughTransform } from "./stream-adapters.js";
+import { InputWatch, slices } from "./stream-adapters.js";
 
 /** Default gzip level: zlib's own default. */
 export const GZIP_DEFAULT_LEVEL = 6;

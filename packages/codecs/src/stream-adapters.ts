@@ -4,7 +4,6 @@
  * from the input before the output is asked for, so memory stays constant.
  */
 
-import { pipeline, Readable, type Transform } from "node:stream";
 import type { ByteStream } from "@lifeboat/core";
 
 /**
@@ -51,14 +50,6 @@ export async function* slices(input: AsyncIterable<Uint8Array>, max: number): As
     }
     for (let offset = 0; offset < chunk.byteLength; offset += max) yield chunk.subarray(offset, offset + max);
   }
-}
-
-/** Runs `input` through a Node transform stream (zlib), with backpressure both ways. */
-export async function* throughTransform(input: AsyncIterable<Uint8Array>, transform: Transform): ByteStream {
-  const source = Readable.from(input, { objectMode: false });
-  // Errors reach the consumer through the iteration below; the callback only keeps them handled.
-  pipeline(source, transform, () => {});
-  for await (const chunk of transform) yield chunk as Uint8Array;
 }
 
 /** A web ReadableStream that pulls from `input` one chunk at a time. */

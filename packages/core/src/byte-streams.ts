@@ -1,6 +1,6 @@
 /** Small streaming helpers shared by the operations. All keep memory constant. */
 import { createHash, type Hash } from "node:crypto";
-import { PassThrough } from "node:stream";
+import { PassThrough, pipeline, Readable, type Transform } from "node:stream";
 
 export interface Tally {
   bytes: number;
@@ -9,6 +9,20 @@ export interface Tally {
 
 export function newTally(): Tally {
   return { bytes: 0, hash: createHash("sha256") };
+}
+
+/**
+ * `input` through a Node transform stream (a compressor, a decompressor), pulled: nothing is read
+ * before the output is asked for. Errors of the input or the transform reach the consumer.
+ */
+export async function* throughTransform(
+  input: AsyncIterable<Uint8Array>,
+  transform: Transform,
+): AsyncIterable<Uint8Array> {
+  const source = Readable.from(input, { objectMode: false });
+  // Errors reach the consumer through the iteration below; the callback only keeps them handled.
+  pipeline(source, transform, () => {});
+  for await (const chunk of transform) yield chunk as Uint8Array;
 }
 
 /** Passes chunks through while counting and hashing them. */

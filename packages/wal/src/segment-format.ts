@@ -14,10 +14,9 @@
  * reader knows where each ends without framing in the body.
  */
 import { createHash } from "node:crypto";
-import type { Transform } from "node:stream";
 import { promisify } from "node:util";
 import { createGunzip, createGzip, gunzip, gzip, constants as zlibConstants } from "node:zlib";
-import { ErrorCodes, LifeboatError } from "@lifeboat/core";
+import { ErrorCodes, LifeboatError, throughTransform } from "@lifeboat/core";
 import { CompressStream, DecompressStream, compress as zstdCompress, decompress as zstdDecompress } from "zstd-napi";
 
 export const SEGMENT_MAGIC = Buffer.from("LBWALSEG", "latin1");
@@ -84,7 +83,7 @@ export async function* encodeSegment(
   prefix.writeUInt32BE(json.length, 12);
   yield emit(Buffer.concat([prefix, json]));
 
-  const expected = header.transactions.reduce((n, t) => n + t.pages, 0);
+  const expected = pageCount(header);
   const recordSize = 4 + header.pageSize;
   let seen = 0;
   const record = (page: SegmentPage, into: Buffer, at: number) => {
@@ -139,7 +138,7 @@ export async function* encodeSegment(
         header.compression === "zstd"
           ? new CompressStream({ compressionLevel: ZSTD_LEVEL })
           : createGzip({ level: 1, chunkSize: 256 * 1024 });
-      for await (const chunk of through(batches, compressor)) yield emit(chunk);
+      for await (const chunk of throughTransform(batches, compressor)) yield emit(chunk as Buffer);
     }
   }
   if (seen !== expected) throw internal(`segment has ${seen} pages, its header lists ${expected}`);
@@ -186,7 +185,7 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
   const plain =
     header.compression === "none"
       ? body
-      : through(
+      : throughTransform(
           body,
           header.compression === "zstd"
             ? new DecompressStream()
@@ -237,6 +236,11 @@ export async function decodeSegment(source: AsyncIterable<Uint8Array>, name: str
     header,
     transactions: readTransactions,
   };
+}
+
+/** Page records in a segment: the sum of its transactions' page counts. */
+function pageCount(header: SegmentHeader): number {
+  return header.transactions.reduce((n, t) => n + t.pages, 0);
 }
 
 /** Checks the 16-byte prefix (magic, version); returns the header's length. */
@@ -293,8 +297,7 @@ export function parseSegment(bytes: Buffer, name: string): ParsedSegment {
   if (!createHash("sha256").update(bytes.subarray(0, end)).digest().equals(bytes.subarray(end)))
     throw corrupt(name, "its sha256 trailer does not match");
   const header = parseHeader(bytes.subarray(16, 16 + hlen), name);
-  const pages = header.transactions.reduce((n, t) => n + t.pages, 0);
-  return { header, body: bytes.subarray(16 + hlen, end), plainBytes: pages * (4 + header.pageSize) };
+  return { header, body: bytes.subarray(16 + hlen, end), plainBytes: pageCount(header) * (4 + header.pageSize) };
 }
 
 /**
@@ -324,22 +327,6 @@ export async function decompressSegment(segment: ParsedSegment, name: string): P
 
 /** Pages handed out per batch at most. */
 const PAGE_BATCH = 256;
-
-/** `source` through a transform stream (a compressor or decompressor), with back-pressure. */
-async function* through(source: AsyncIterable<Buffer>, transform: Transform): AsyncGenerator<Buffer> {
-  const feeding = (async () => {
-    try {
-      for await (const chunk of source) {
-        if (!transform.write(chunk)) await new Promise<void>((r) => transform.once("drain", r));
-      }
-      transform.end();
-    } catch (error) {
-      transform.destroy(error as Error);
-    }
-  })();
-  for await (const chunk of transform) yield chunk as Buffer;
-  await feeding;
-}
 
 /** Reads exact byte counts from a chunked stream. */
 class ByteReader {
