@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { constants, createReadStream, createWriteStream, ftruncateSync, writevSync } from "node:fs";
 import { mkdtemp, open, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
   type Codec,
@@ -380,10 +381,10 @@ class SegmentFetcher {
 
   #fill(): void {
     const prefetch = Math.max(1, this.options.prefetch ?? 8);
+    let held = 0;
+    for (const bytes of this.#held.values()) held += bytes;
     for (let k = this.#next; k < this.#next + prefetch && k < this.choice.segments.length; k++) {
       if (this.#fetched.has(k)) continue;
-      let held = 0;
-      for (const bytes of this.#held.values()) held += bytes;
       if (k > this.#next && held >= AHEAD_BYTES) return;
       this.#fetch(k);
     }
@@ -401,7 +402,7 @@ class SegmentFetcher {
         const content =
           codecs.length === 0
             ? stored
-            : await readUpTo(decodeChain(codecs, oneChunk(stored), seg.key), IN_MEMORY_STORED_BYTES);
+            : await readUpTo(decodeChain(codecs, Readable.from([stored]), seg.key), IN_MEMORY_STORED_BYTES);
         if (content) {
           // Checked whole before any of it is applied: a restore may stop inside a segment.
           const parsed = parseSegment(content, seg.key);
@@ -444,10 +445,6 @@ class SegmentFetcher {
     }
     return codecs;
   }
-}
-
-async function* oneChunk(chunk: Buffer): AsyncGenerator<Buffer> {
-  yield chunk;
 }
 
 /**
@@ -500,27 +497,9 @@ async function applySegments(
   let size = (await handle.stat()).size;
   // Within a batch only each page's last image matters, and the last commit's size: collect them,
   // then write in page order, consecutive pages in one call, and truncate once (a page past a
-  // later shrink is cut off by it). An image is a place in a decoded segment (no copies): a batch
-  // holds those segments until it is written. `pending` maps a page to its slot.
-  const pending = new Map<number, number>();
-  const slotBuffer: Buffer[] = [];
-  const slotOffset: number[] = [];
-  const put = (pgno: number, buffer: Buffer, offset: number) => {
-    const slot = pending.get(pgno);
-    if (slot === undefined) {
-      pending.set(pgno, slotBuffer.length);
-      slotBuffer.push(buffer);
-      slotOffset.push(offset);
-    } else {
-      slotBuffer[slot] = buffer;
-      slotOffset[slot] = offset;
-    }
-  };
-  const image = (pgno: number): Buffer => {
-    const slot = pending.get(pgno)!;
-    const offset = slotOffset[slot]!;
-    return slotBuffer[slot]!.subarray(offset, offset + pageSize);
-  };
+  // later shrink is cut off by it). An image is a view into a decoded segment (no copy): a batch
+  // holds those segments until it is written.
+  const pending = new Map<number, Buffer>();
   let pendingBytes = 0;
   let commitSize = size / pageSize;
   let stop = false;
@@ -528,18 +507,16 @@ async function applySegments(
     const pgnos = [...pending.keys()].sort((a, b) => a - b);
     for (let i = 0; i < pgnos.length && pgnos[i]! <= commitSize; ) {
       const first = pgnos[i]!;
-      const run = [image(first)];
+      const run = [pending.get(first)!];
       for (
         i++;
         i < pgnos.length && pgnos[i] === first + run.length && pgnos[i]! <= commitSize && run.length < 1024;
         i++
       )
-        run.push(image(pgnos[i]!));
+        run.push(pending.get(pgnos[i]!)!);
       writeAll(handle.fd, run, (first - 1) * pageSize, file);
     }
     pending.clear();
-    slotBuffer.length = 0;
-    slotOffset.length = 0;
     pendingBytes = 0;
     const commitBytes = commitSize * pageSize;
     if (commitBytes !== size) {
@@ -593,7 +570,8 @@ async function applySegments(
               stop = true;
               break;
             }
-            for (; offset < end; offset += recordSize) put(plain.readUInt32BE(offset), plain, offset + 4);
+            for (; offset < end; offset += recordSize)
+              pending.set(plain.readUInt32BE(offset), plain.subarray(offset + 4, offset + recordSize));
             used = true;
             committed(t);
           }
@@ -616,7 +594,7 @@ async function applySegments(
             for (const page of batch) {
               // Our own copy: a view would pin the decoder's whole chunk.
               if (!pending.has(page.pgno)) pendingBytes += pageSize;
-              put(page.pgno, Buffer.from(page.data), 0);
+              pending.set(page.pgno, Buffer.from(page.data));
             }
           }
           committed(t);

@@ -21,6 +21,7 @@
 import { constants, createReadStream } from "node:fs";
 import { access, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { Readable } from "node:stream";
 import {
   type DatabaseContext,
   ErrorCodes,
@@ -1143,15 +1144,10 @@ export class Replicator {
       } else {
         if (transactions.length > 0) {
           const header = result.header!;
-          const first = transactions[0]!.firstFrame;
-          const last = transactions.at(-1)!.lastFrame;
-          if ((last - first + 1) * header.pageSize <= LOCKED_READ_MAX_BYTES) {
-            const pages: SegmentPage[] = [];
-            for await (const page of pagesOf(this.walPath, header, transactions)) pages.push(page);
-            pending = { transactions, header, pages };
-          } else {
-            await this.#spool(transactions, header, readWalFrames(this.walPath, header, first, last));
-          }
+          // Kept by the scan (within LOCKED_READ_MAX_BYTES): queued after the lock; else now.
+          if (transactions.every((t) => t.pages))
+            pending = { transactions, header, pages: [...keptPages(transactions)] };
+          else await this.#spool(transactions, header, pagesOf(this.walPath, header, transactions));
         }
         this.#unpinAll();
         row = this.#checkpointLocked(this.#writer);
@@ -1292,7 +1288,7 @@ export class Replicator {
       extensions,
     );
     const bytes = segment.bytes;
-    const body = bytes ? oneChunk(bytes) : createReadStream(segment.file);
+    const body = bytes ? Readable.from([bytes]) : createReadStream(segment.file);
     await t.repo.target.put(
       key,
       encodeChain(this.db.codecs, body),
@@ -1449,13 +1445,10 @@ function pagesOf(
   header: WalHeader,
   transactions: readonly WalTransaction[],
 ): Iterable<SegmentPage> | AsyncIterable<SegmentPage> {
-  if (!transactions.every((t) => t.pages))
-    return readWalFrames(walPath, header, transactions[0]!.firstFrame, transactions.at(-1)!.lastFrame);
-  return (function* () {
-    for (const t of transactions) for (const [i, data] of t.pages!.entries()) yield { pgno: t.pgnos[i]!, data };
-  })();
+  if (transactions.every((t) => t.pages)) return keptPages(transactions);
+  return readWalFrames(walPath, header, transactions[0]!.firstFrame, transactions.at(-1)!.lastFrame);
 }
 
-async function* oneChunk(bytes: Buffer): AsyncGenerator<Buffer> {
-  yield bytes;
+function* keptPages(transactions: readonly WalTransaction[]): Generator<SegmentPage> {
+  for (const t of transactions) for (const [i, data] of t.pages!.entries()) yield { pgno: t.pgnos[i]!, data };
 }

@@ -55,8 +55,9 @@ export class Spool {
       throw fsError(error, "create", temp, "wal");
     });
     let size = 0;
-    // Small segments (the usual case) are gathered and written in one call.
+    // Small segments (the usual case) are gathered, written in one call and kept (`bytes`).
     let gathered: Uint8Array[] | null = [];
+    let bytes: Buffer | undefined;
     try {
       for await (const chunk of body) {
         size += chunk.byteLength;
@@ -67,7 +68,10 @@ export class Spool {
           gathered = null;
         } else await handle.write(chunk);
       }
-      if (gathered) await handle.writev(gathered);
+      if (gathered) {
+        bytes = Buffer.concat(gathered, size);
+        await handle.writeFile(bytes);
+      }
       await handle.sync();
       await handle.close();
     } catch (error) {
@@ -84,7 +88,7 @@ export class Spool {
       lastObservedAt,
       file,
       size,
-      bytes: gathered ? Buffer.concat(gathered, size) : undefined,
+      bytes,
     };
     const listed = this.#index.get(header.generation);
     if (listed) {
