@@ -42,6 +42,21 @@ export function checksumWords(
   s1: number,
   swap: boolean,
 ): [number, number] {
+  const out = new Uint32Array(2);
+  checksumInto(words, from, to, s0, s1, swap, out);
+  return [out[0]!, out[1]!];
+}
+
+/** `checksumWords`, written into `out` (unsigned). */
+function checksumInto(
+  words: Int32Array,
+  from: number,
+  to: number,
+  s0: number,
+  s1: number,
+  swap: boolean,
+  out: Uint32Array,
+): void {
   let a = s0 | 0;
   let b = s1 | 0;
   let i = from;
@@ -84,10 +99,29 @@ export function checksumWords(
       b = (b + y + a) | 0;
     }
   }
-  return [a >>> 0, b >>> 0];
+  out[0] = a;
+  out[1] = b;
 }
 
 /** Whether words in `bigEndian` checksum order must be byte-swapped on this host. */
 export function needsSwap(bigEndian: boolean): boolean {
   return bigEndian === HOST_LITTLE_ENDIAN;
+}
+
+/**
+ * The checksum of one frame at `words[w]` (`frameWords` words: the 24-byte frame header, then the
+ * page): SQLite sums the header's first 8 bytes, then the page, continuing from `(s0, s1)`.
+ * Written into `out` (unsigned), so a scan allocates nothing per frame.
+ */
+export function checksumFrame(
+  words: Int32Array,
+  w: number,
+  frameWords: number,
+  s0: number,
+  s1: number,
+  swap: boolean,
+  out: Uint32Array,
+): void {
+  checksumInto(words, w, w + 2, s0, s1, swap, out);
+  checksumInto(words, w + 6, w + frameWords, out[0]!, out[1]!, swap, out);
 }

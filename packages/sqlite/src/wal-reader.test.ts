@@ -194,28 +194,75 @@ describe("scanWal on WAL files written by SQLite", () => {
     }
   });
 
-  it("keeps the page images it read when asked, up to its limit, whatever the read size", async () => {
+  it("copies the committed frames as page records when asked, within its limit, whatever the read size", async () => {
     const f = walFixture();
     const wal = readFileSync(`${f.path}-wal`);
     const full = await readWalTransactions(`${f.path}-wal`);
+    expect(full.result.pageRecords).toBeNull();
+    const expected = (transactions: readonly WalTransaction[]): Buffer =>
+      Buffer.concat(
+        transactions.flatMap((t) =>
+          [...t.pgnos].map((pgno, i) => {
+            const start = walFrameOffset(t.firstFrame + i, 4096) + WAL_FRAME_HEADER_SIZE;
+            const record = Buffer.alloc(4 + 4096);
+            record.writeUInt32BE(pgno, 0);
+            wal.copy(record, 4, start, start + 4096);
+            return record;
+          }),
+        ),
+      );
+    const all = expected(full.transactions);
+    expect(all.byteLength).toBe(full.transactions.reduce((n, t) => n + t.pgnos.length, 0) * 4100);
     for (const chunkSize of [4096 + 24, 3 * (4096 + 24) + 5, 64 * 1024]) {
-      const kept = await readWalTransactions(`${f.path}-wal`, { chunkSize, keepPages: 1 << 30 });
-      expect(shape(kept.transactions)).toEqual(shape(full.transactions));
-      for (const t of kept.transactions) {
-        expect(t.pages).toHaveLength(t.pgnos.length);
-        for (const [i, page] of t.pages!.entries()) {
-          const start = walFrameOffset(t.firstFrame + i, 4096) + WAL_FRAME_HEADER_SIZE;
-          expect(page.equals(wal.subarray(start, start + 4096)), `frame ${t.firstFrame + i}`).toBe(true);
-        }
-      }
+      const scan = await readWalTransactions(`${f.path}-wal`, { chunkSize, pageRecords: 1 << 30 });
+      expect(shape(scan.transactions)).toEqual(shape(full.transactions));
+      expect(scan.result.pageRecords?.equals(all), `chunk size ${chunkSize}`).toBe(true);
+      // Exactly the limit fits; a byte less does not (and the scan itself is unchanged).
+      const exact = await readWalTransactions(`${f.path}-wal`, { chunkSize, pageRecords: all.byteLength });
+      expect(exact.result.pageRecords?.equals(all)).toBe(true);
+      const over = await readWalTransactions(`${f.path}-wal`, { chunkSize, pageRecords: all.byteLength - 1 });
+      expect(over.result.pageRecords).toBeNull();
+      expect(shape(over.transactions)).toEqual(shape(full.transactions));
     }
-    // Past the limit, later transactions come without pages (and none with a partial set).
-    const limited = await readWalTransactions(`${f.path}-wal`, { chunkSize: 4096 + 24, keepPages: 3 * (4096 + 24) });
-    expect(shape(limited.transactions)).toEqual(shape(full.transactions));
-    expect(limited.transactions[0]!.pages).toHaveLength(limited.transactions[0]!.pgnos.length);
-    expect(limited.transactions.at(-1)!.pages).toBeUndefined();
-    for (const t of limited.transactions) if (t.pages) expect(t.pages).toHaveLength(t.pgnos.length);
-    expect(full.transactions.every((t) => t.pages === undefined)).toBe(true);
+    // Resumed after a position and stopped at a frame: only the transactions yielded.
+    const middle = full.transactions[Math.floor(full.transactions.length / 2)]!;
+    const last = full.transactions.at(-2)!;
+    const part = await readWalTransactions(`${f.path}-wal`, {
+      after: middle.end,
+      maxFrame: last.lastFrame,
+      pageRecords: 1 << 30,
+    });
+    expect(part.result.pageRecords?.equals(expected(part.transactions))).toBe(true);
+    expect(part.transactions.at(-1)!.lastFrame).toBe(last.lastFrame);
+  });
+
+  it("collects the page records in the memory it is given, when that holds a first read", async () => {
+    const f = walFixture();
+    const full = await readWalTransactions(`${f.path}-wal`, { pageRecords: 1 << 30 });
+    const all = full.result.pageRecords!;
+    const given = new ArrayBuffer(all.byteLength + 256 * 1024);
+    const reused = await readWalTransactions(`${f.path}-wal`, { pageRecords: 1 << 30, pageRecordsBuffer: given });
+    expect(reused.result.pageRecords!.buffer).toBe(given);
+    expect(reused.result.pageRecords!.equals(all)).toBe(true);
+    // Too small for the first read: a new buffer, the same records.
+    const tiny = new ArrayBuffer(1024);
+    const fresh = await readWalTransactions(`${f.path}-wal`, { pageRecords: 1 << 30, pageRecordsBuffer: tiny });
+    expect(fresh.result.pageRecords!.buffer).not.toBe(tiny);
+    expect(fresh.result.pageRecords!.equals(all)).toBe(true);
+  });
+
+  it("never copies the frames of a transaction that did not commit", async () => {
+    const f = walFixture();
+    const wal = readFileSync(`${f.path}-wal`);
+    const full = await readWalTransactions(`${f.path}-wal`);
+    const last = full.transactions.at(-1)!;
+    // Cut the commit frame in half: the last transaction is now a torn one.
+    const torn = `${f.path}-torn-wal`;
+    writeFileSync(torn, wal.subarray(0, walFrameOffset(last.lastFrame, 4096) + 2000));
+    const scan = await readWalTransactions(torn, { pageRecords: 1 << 30 });
+    expect(scan.transactions).toHaveLength(full.transactions.length - 1);
+    const committedFrames = scan.transactions.reduce((n, t) => n + t.pgnos.length, 0);
+    expect(scan.result.pageRecords?.byteLength).toBe(committedFrames * 4100);
   });
 
   it.each([512, 65536])("handles page size %i", async (pageSize) => {

@@ -13,7 +13,7 @@
  */
 import { open } from "node:fs/promises";
 import { ErrorCodes, LifeboatError } from "@lifeboat/core";
-import { checksumWords, needsSwap, walChecksum } from "./wal-checksum.js";
+import { checksumFrame, needsSwap, walChecksum } from "./wal-checksum.js";
 
 export { walChecksum } from "./wal-checksum.js";
 
@@ -26,6 +26,8 @@ export const WAL_MAGIC_BIG_ENDIAN = 0x377f0683;
 export const WAL_FORMAT_VERSION = 3007000;
 
 const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
+/** With `pageRecords`, the buffer first allocated holds at most this much (bytes); it grows when needed. */
+const RECORDS_FIRST_BYTES = 16 * 1024 * 1024;
 /** A scan's first read (bytes); each next one doubles, up to the chunk size. */
 const SMALL_FIRST_READ = 64 * 1024;
 
@@ -80,11 +82,6 @@ export interface WalTransaction {
   readonly pgnos: Uint32Array;
   /** The position right after the commit frame; resume a later scan from here. */
   readonly end: WalPosition;
-  /**
-   * The page image of each frame (`pages[i]` goes with `pgnos[i]`), as the scan read and
-   * checksummed it: only when the scan was asked to keep them (`keepPages`) and within its limit.
-   */
-  readonly pages?: readonly Buffer[];
 }
 
 /** Why a scan stopped reading frames. */
@@ -141,6 +138,12 @@ export interface WalScanResult {
   readonly stop: WalStopReason;
   /** Size of the file when the scan started (0 when missing). */
   readonly fileSize: number;
+  /**
+   * With `pageRecords`: every yielded transaction's frames, in frame order, each as its page
+   * number (u32 big-endian) followed by its page image, exactly as the scan read and checksummed
+   * them. Null when not asked for, or when they did not fit in `pageRecords` bytes.
+   */
+  readonly pageRecords: Buffer | null;
 }
 
 export interface WalScanOptions {
@@ -151,11 +154,18 @@ export interface WalScanOptions {
   /** Bytes per read; rounded to whole frames. Default 4 MiB. */
   readonly chunkSize?: number;
   /**
-   * Keep the page images of the transactions yielded (`WalTransaction.pages`) while the frames
-   * read stay within this many bytes; past it, later transactions come without them. Saves
-   * reading the frames a second time. Default 0: keep none (one reused read buffer).
+   * Also copy the yielded transactions' frames into `result.pageRecords` (page number, then page
+   * image) while they fit in this many bytes; past it, `pageRecords` is null. Saves reading the
+   * frames a second time. Default 0: none.
    */
-  readonly keepPages?: number;
+  readonly pageRecords?: number;
+  /**
+   * With `pageRecords`: collect them in this buffer (from its start) if it is big enough for a
+   * first read; a caller that scans again and again passes the previous result's
+   * `pageRecords.buffer`, once done with it, so the memory is reused. A bigger one is allocated
+   * when needed.
+   */
+  readonly pageRecordsBuffer?: ArrayBuffer;
   readonly signal?: AbortSignal;
 }
 
@@ -241,7 +251,8 @@ export function walStartPosition(header: WalHeader): WalPosition {
  * before `after` (salt-1 one less: SQLite restarted the WAL in its index but has not written the
  * new header yet) is not a reset when `after.frame` is 0.
  *
- * Memory: one read buffer plus the page numbers of the transaction being assembled.
+ * Memory: one read buffer plus the page numbers of the transaction being assembled (and the
+ * page records, when asked for).
  */
 export function scanWal(path: string, options: WalScanOptions = {}): WalScan {
   let result: WalScanResult | undefined;
@@ -251,12 +262,13 @@ export function scanWal(path: string, options: WalScanOptions = {}): WalScan {
       if (!result) throw internal("WalScan.result is available once the iteration has finished");
       return result;
     },
-    [Symbol.asyncIterator](): AsyncIterator<WalTransaction> {
+    async *[Symbol.asyncIterator](): AsyncIterator<WalTransaction> {
       if (started) throw internal("A WalScan can be iterated only once");
       started = true;
-      return runScan(path, options, (r) => {
+      for await (const batch of runScan(path, options, (r) => {
         result = r;
-      });
+      }))
+        yield* batch;
     },
   };
 }
@@ -266,17 +278,107 @@ export async function readWalTransactions(
   path: string,
   options: WalScanOptions = {},
 ): Promise<{ transactions: WalTransaction[]; result: WalScanResult }> {
-  const scan = scanWal(path, options);
+  let result: WalScanResult | undefined;
   const transactions: WalTransaction[] = [];
-  for await (const txn of scan) transactions.push(txn);
-  return { transactions, result: scan.result };
+  // Batch by batch: a busy WAL holds thousands of transactions, and an await per transaction
+  // cost the replicator more than checksumming their frames.
+  for await (const batch of runScan(path, options, (r) => {
+    result = r;
+  }))
+    for (const txn of batch) transactions.push(txn);
+  return { transactions, result: result! };
 }
 
+/**
+ * The page records of a scan. Frames are read straight into it, after the records so far, and
+ * each validated frame's record is moved down over the frame headers: no copy of the pages and
+ * no allocation per frame. It grows (up to the limit plus one read) when a read does not fit.
+ */
+class RecordBuffer {
+  #buf: Buffer;
+  /** Bytes up to the end of the last committed transaction. */
+  #committed = 0;
+  #used = 0;
+  constructor(
+    readonly limit: number,
+    reuse: ArrayBuffer | undefined,
+    first: number,
+    expected: number,
+  ) {
+    this.#buf =
+      reuse && reuse.byteLength >= first ? Buffer.from(reuse) : Buffer.allocUnsafeSlow(Math.max(first, expected));
+  }
+  /** Where a read of `bytes` goes (at `offset`), or null past the limit. */
+  room(bytes: number): { buf: Buffer; offset: number } | null {
+    if (this.#used >= this.limit) return null;
+    if (this.#used + bytes > this.#buf.byteLength) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(this.#used + bytes, this.#buf.byteLength * 2));
+      this.#buf.copy(grown, 0, 0, this.#used);
+      this.#buf = grown;
+    }
+    return { buf: this.#buf, offset: this.#used };
+  }
+  /**
+   * Turns the first `count` frames read at the end into records; the first `committed` of them
+   * end with a commit frame. False when the records would pass the limit.
+   */
+  append(count: number, pageSize: number, committed: number): boolean {
+    const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
+    const recordSize = 4 + pageSize;
+    const at = this.#used;
+    if (at + count * recordSize > this.limit) return false;
+    // Record k goes before frame k's own bytes: moving them in order never overwrites a frame
+    // not moved yet. The first record's page number is already in place.
+    const buf = this.#buf;
+    for (let k = 0; k < count; k++) {
+      const to = at + k * recordSize;
+      const from = at + k * frameSize;
+      if (k > 0) buf.copyWithin(to, from, from + 4);
+      buf.copyWithin(to + 4, from + WAL_FRAME_HEADER_SIZE, from + frameSize);
+    }
+    if (committed > 0) this.#committed = at + committed * recordSize;
+    this.#used = at + count * recordSize;
+    return true;
+  }
+  take(): Buffer {
+    return this.#buf.subarray(0, this.#committed);
+  }
+}
+
+/** Page numbers of the transactions a scan yields: views into shared arrays, not one allocation each. */
+class PgnoArena {
+  #arena = new Uint32Array(1024);
+  #start = 0;
+  #used = 0;
+  push(pgno: number): void {
+    if (this.#used === this.#arena.length) {
+      // Full: the transaction in progress moves to a new arena; views handed out keep the old one.
+      const pending = this.#used - this.#start;
+      const next = new Uint32Array(Math.max(1024, pending * 2));
+      next.set(this.#arena.subarray(this.#start, this.#used));
+      this.#arena = next;
+      this.#start = 0;
+      this.#used = pending;
+    }
+    this.#arena[this.#used++] = pgno;
+  }
+  /** The page numbers pushed since the last call. */
+  take(): Uint32Array {
+    const view = this.#arena.subarray(this.#start, this.#used);
+    this.#start = this.#used;
+    return view;
+  }
+}
+
+/**
+ * The scan itself: yields the committed transactions found in each read (a batch per read, only
+ * non-empty ones).
+ */
 async function* runScan(
   path: string,
   options: WalScanOptions,
   finish: (result: WalScanResult) => void,
-): AsyncGenerator<WalTransaction, void, undefined> {
+): AsyncGenerator<WalTransaction[], void, undefined> {
   const after = options.after;
   const maxFrame = options.maxFrame ?? Number.POSITIVE_INFINITY;
   let handle: Awaited<ReturnType<typeof open>>;
@@ -349,21 +451,29 @@ async function* runScan(
     // The first read is small and each next one twice as big (up to the chunk size): a replicator
     // scans a few new frames many times a second, and a full-size buffer each time made work for
     // the garbage collector and held memory for nothing. allocUnsafeSlow: its own ArrayBuffer at
-    // offset 0, so the Int32Array view is aligned.
+    // offset 0, so the Int32Array view is aligned (records are 4 + pageSize bytes: aligned too).
     let framesPerChunk = Math.min(maxFramesPerChunk, Math.max(1, Math.floor(SMALL_FIRST_READ / frameSize)));
-    let buf = Buffer.allocUnsafeSlow(framesPerChunk * frameSize);
-    let words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
+    let records =
+      (options.pageRecords ?? 0) > 0
+        ? new RecordBuffer(
+            options.pageRecords!,
+            options.pageRecordsBuffer,
+            framesPerChunk * frameSize,
+            // Room for every frame the file may still hold, up to 16 MiB: growing means copying.
+            Math.min(RECORDS_FIRST_BYTES, Math.max(0, fileSize - walFrameOffset(frame, pageSize))),
+          )
+        : null;
+    let readBuf: Buffer | null = null;
     const frameWords = frameSize >>> 2;
-    let pending: number[] = [];
+    const pgnos = new PgnoArena();
+    const sum = new Uint32Array(2);
     let firstPending = frame;
-    // Kept pages live in their read buffers: while keeping, every read gets a fresh buffer.
-    let keeping = (options.keepPages ?? 0) > 0;
-    let kept = 0;
-    let pendingPages: Buffer[] = [];
     let lastValidFrame = frame - 1;
     let stop: WalStopReason = "end-of-file";
 
-    scanning: while (true) {
+    let r0 = running[0];
+    let r1 = running[1];
+    while (true) {
       if (frame > maxFrame) {
         stop = "max-frame";
         break;
@@ -371,68 +481,57 @@ async function* runScan(
       options.signal?.throwIfAborted();
       const frames = Math.min(framesPerChunk, maxFrame - frame + 1);
       const want = frames * frameSize;
-      const got = await readFully(handle, buf, want, walFrameOffset(frame, pageSize));
+      const room = records?.room(want) ?? null;
+      if (!room && (!readBuf || readBuf.byteLength < want)) readBuf = Buffer.allocUnsafeSlow(want);
+      const { buf, offset } = room ?? { buf: readBuf!, offset: 0 };
+      const words = new Int32Array(buf.buffer, buf.byteOffset + offset, want >>> 2);
+      const got = await readFully(handle, buf, offset, want, walFrameOffset(frame, pageSize));
       const whole = Math.floor(got / frameSize);
-      kept += got;
-      if (keeping && kept > options.keepPages!) {
-        keeping = false;
-        pendingPages = [];
-      }
+      // Nothing yielded refers to the buffer, so the next read may reuse it.
+      const batch: WalTransaction[] = [];
+      let valid = 0;
+      let committed = 0;
       for (let k = 0; k < whole; k++) {
-        const base = k * frameSize;
+        const base = offset + k * frameSize;
         const pgno = u32be(buf, base);
         const frameCommit = u32be(buf, base + 4);
         if (u32be(buf, base + 8) !== header.salt1 || u32be(buf, base + 12) !== header.salt2) {
           stop = "salt-mismatch";
-          break scanning;
+          break;
         }
         if (pgno === 0) {
           stop = "invalid-page-number";
-          break scanning;
+          break;
         }
-        const w = k * frameWords;
-        const afterHeader = checksumWords(words, w, w + 2, running[0], running[1], swap);
-        const sum = checksumWords(words, w + 6, w + frameWords, afterHeader[0], afterHeader[1], swap);
+        checksumFrame(words, k * frameWords, frameWords, r0, r1, swap, sum);
         if (sum[0] !== u32be(buf, base + 16) || sum[1] !== u32be(buf, base + 20)) {
           stop = "checksum-mismatch";
-          break scanning;
+          break;
         }
-        running = sum;
+        r0 = sum[0]!;
+        r1 = sum[1]!;
         lastValidFrame = frame;
-        pending.push(pgno);
-        if (keeping) pendingPages.push(buf.subarray(base + WAL_FRAME_HEADER_SIZE, base + frameSize));
+        pgnos.push(pgno);
+        valid = k + 1;
         if (frameCommit !== 0) {
-          end = { salt1: header.salt1, salt2: header.salt2, frame, checksum1: sum[0], checksum2: sum[1] };
+          committed = k + 1;
+          end = { salt1: header.salt1, salt2: header.salt2, frame, checksum1: r0, checksum2: r1 };
           lastCommitFrame = frame;
           commitSize = frameCommit;
-          const txn: WalTransaction = {
-            firstFrame: firstPending,
-            lastFrame: frame,
-            commitSize: frameCommit,
-            pgnos: Uint32Array.from(pending),
-            end,
-            ...(keeping && pendingPages.length === pending.length ? { pages: pendingPages } : {}),
-          };
-          pending = [];
-          pendingPages = [];
+          batch.push({ firstFrame: firstPending, lastFrame: frame, commitSize: frameCommit, pgnos: pgnos.take(), end });
           firstPending = frame + 1;
-          frame++;
-          // Unless pages are kept (each read then has its own buffer), the buffer is reused only
-          // after the consumer asks for the next transaction, and nothing yielded refers to it.
-          yield txn;
-          continue;
         }
         frame++;
       }
+      // Last: it rewrites the frames just validated.
+      if (records && (room ? !records.append(valid, pageSize, committed) : valid > 0)) records = null;
+      if (batch.length > 0) yield batch;
+      if (stop !== "end-of-file") break;
       if (got < want) {
         stop = got % frameSize === 0 ? "end-of-file" : "partial-frame";
         break;
       }
-      if (framesPerChunk < maxFramesPerChunk || keeping) {
-        framesPerChunk = Math.min(maxFramesPerChunk, framesPerChunk * 2);
-        buf = Buffer.allocUnsafeSlow(framesPerChunk * frameSize);
-        words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
-      }
+      framesPerChunk = Math.min(maxFramesPerChunk, framesPerChunk * 2);
     }
     finish({
       header,
@@ -444,6 +543,7 @@ async function* runScan(
       uncommittedFrames: lastValidFrame - lastCommitFrame,
       stop,
       fileSize,
+      pageRecords: records ? records.take() : null,
     });
   } finally {
     await handle.close();
@@ -468,19 +568,21 @@ function noHeaderResult(
     uncommittedFrames: 0,
     stop: reset ? "reset" : "no-header",
     fileSize,
+    pageRecords: null,
   };
 }
 
-/** Reads until `length` bytes or the end of the file; returns the bytes read. */
+/** Reads until `length` bytes (into `buf` at `offset`) or the end of the file; returns the bytes read. */
 async function readFully(
   handle: Awaited<ReturnType<typeof open>>,
   buf: Buffer,
+  offset: number,
   length: number,
   position: number,
 ): Promise<number> {
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await handle.read(buf, done, length - done, position + done);
+    const { bytesRead } = await handle.read(buf, offset + done, length - done, position + done);
     if (bytesRead === 0) break;
     done += bytesRead;
   }
@@ -572,7 +674,7 @@ export async function* readWalFrames(
     while (frame <= last) {
       const count = Math.min(framesPerChunk, last - frame + 1);
       const buf = Buffer.allocUnsafe(count * frameSize);
-      const got = await readFully(handle, buf, buf.byteLength, walFrameOffset(frame, header.pageSize));
+      const got = await readFully(handle, buf, 0, buf.byteLength, walFrameOffset(frame, header.pageSize));
       if (got < buf.byteLength)
         throw internal(
           `WAL ${path} ends before frame ${frame + Math.floor(got / frameSize)}, which a scan reported as committed`,

@@ -176,8 +176,14 @@ const LOCKED_SHIP_FIRST_FRAMES = 256;
 const LOCKED_BUSY_WAIT_MS = 100;
 /** Under the lock, transactions up to this size are read into memory and queued after the lock is released. */
 const LOCKED_READ_MAX_BYTES = 16 * 1024 * 1024;
-/** A pass keeps the page images its scan read (not reading them twice) up to this many bytes. */
-const KEEP_PAGES_BYTES = 16 * 1024 * 1024;
+/**
+ * A pass takes the page records its scan collected (not reading the WAL twice) up to this many
+ * bytes. 16 MiB was too few for a busy writer: after a slow pass (a checkpoint's fsyncs), 4,000 to
+ * 9,000 frames waited, a few times in 10 s, and each such pass read them again page by page.
+ */
+const RECORDS_BYTES = 64 * 1024 * 1024;
+/** The records' memory is kept for the next pass only up to this size. */
+const SPARE_RECORDS_BYTES = 16 * 1024 * 1024;
 
 /**
  * After a pass that took d ms, the next one (unless someone waits for it) starts no sooner than
@@ -205,6 +211,58 @@ const PERSIST_INTERVAL_MS = 1000;
 
 const posKey = (p: WalPosition) => `${p.salt1}:${p.salt2}:${p.frame}`;
 
+/**
+ * The transaction that ends at each commit frame of the current WAL, so a snapshot (taken at a
+ * WAL position) lines up with a transaction number. Two number arrays in frame order: an entry
+ * per transaction, at tens of thousands a second, as a Map with string keys kept the garbage
+ * collector busy.
+ */
+class PositionIndex {
+  #salt1 = 0;
+  #salt2 = 0;
+  #frames: number[] = [];
+  #txns: number[] = [];
+
+  /** Forgets everything: `position` (in a new WAL, or after a restart) is transaction `txn`. */
+  reset(position: WalPosition, txn: number): void {
+    this.#salt1 = position.salt1;
+    this.#salt2 = position.salt2;
+    this.#frames = [position.frame];
+    this.#txns = [txn];
+  }
+
+  /** Transaction `txn` ends at `position`, after every position added since the last reset. */
+  add(position: WalPosition, txn: number): void {
+    if (position.salt1 !== this.#salt1 || position.salt2 !== this.#salt2) return this.reset(position, txn);
+    const frames = this.#frames;
+    if (frames.length > 0 && frames.at(-1)! >= position.frame) {
+      const keep = this.#search(position.frame);
+      frames.length = keep;
+      this.#txns.length = keep;
+    }
+    frames.push(position.frame);
+    this.#txns.push(txn);
+  }
+
+  get(position: WalPosition): number | undefined {
+    if (position.salt1 !== this.#salt1 || position.salt2 !== this.#salt2) return undefined;
+    const i = this.#search(position.frame);
+    return this.#frames[i] === position.frame ? this.#txns[i] : undefined;
+  }
+
+  /** Index of the first entry at or after `frame`. */
+  #search(frame: number): number {
+    let lo = 0;
+    let hi = this.#frames.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#frames[mid]! < frame) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}
+
 export class Replicator {
   readonly db: DatabaseContext;
   readonly walPath: string;
@@ -225,7 +283,9 @@ export class Replicator {
   #txn = 0;
   #position: WalPosition | null = null;
   #header: WalHeader | null = null;
-  #positions = new Map<string, number>();
+  #positions = new PositionIndex();
+  /** The memory of the last pass's page records, for the next scan (not in use between passes). */
+  #spareRecords: ArrayBuffer | undefined;
   /** Set after a complete checkpoint at this position: a WAL restart from here continues the history. */
   #restartExpected: WalPosition | null = null;
 
@@ -528,7 +588,7 @@ export class Replicator {
     this.#txn = txn;
     this.#position = position;
     this.#header = scan.result.header;
-    this.#positions = new Map([[posKey(position), txn]]);
+    this.#positions.reset(position, txn);
     for (const t of this.#targets) {
       const saved = state.targets[t.repo.named.name];
       if (saved?.generation === state.generation) {
@@ -600,7 +660,7 @@ export class Replicator {
     this.#txn = 0;
     this.#position = snapshot.walPosition;
     this.#header = null;
-    this.#positions = new Map([[posKey(snapshot.walPosition), 0]]);
+    this.#positions.reset(snapshot.walPosition, 0);
     this.#restartExpected = null;
     this.#continuity = true; // the pin was taken before the snapshot: its mark is at or before the snapshot's position
     for (const t of this.#targets) {
@@ -635,7 +695,7 @@ export class Replicator {
       snapshot.release();
       throw error;
     }
-    const position = snapshot.walPosition ? this.#positions.get(posKey(snapshot.walPosition)) : undefined;
+    const position = snapshot.walPosition ? this.#positions.get(snapshot.walPosition) : undefined;
     if (position === undefined || this.#generation !== generation) {
       snapshot.release();
       throw new LifeboatError(
@@ -929,15 +989,19 @@ export class Replicator {
   async #shipNewTransactions(): Promise<void> {
     const found = await this.#scanNew();
     if (!found) return;
-    const { transactions, header } = found;
-    await this.#spool(transactions, header, pagesOf(this.walPath, header, transactions));
+    const { transactions, header, records } = found;
+    try {
+      await this.#spool(transactions, header, records ?? framesOf(this.walPath, header, transactions));
+    } finally {
+      if (records && records.buffer.byteLength <= SPARE_RECORDS_BYTES) this.#spareRecords = records.buffer as ArrayBuffer;
+    }
   }
 
   /**
    * The committed transactions past our position, or null: none, or a WAL reset, handled here
    * (continued when it continues our history, else a new generation).
    */
-  async #scanNew(): Promise<{ transactions: WalTransaction[]; header: WalHeader } | null> {
+  async #scanNew(): Promise<{ transactions: WalTransaction[]; header: WalHeader; records: Buffer | null } | null> {
     if (this.#historyBroken) {
       const reason = this.#historyBroken;
       this.#historyBroken = null;
@@ -945,10 +1009,14 @@ export class Replicator {
       return null;
     }
     const position = this.#position!;
+    const spare = this.#spareRecords;
+    this.#spareRecords = undefined;
     const { transactions, result } = await readWalTransactions(this.walPath, {
       after: position,
-      keepPages: KEEP_PAGES_BYTES,
+      pageRecords: RECORDS_BYTES,
+      ...(spare ? { pageRecordsBuffer: spare } : {}),
     });
+    if (result.reset || transactions.length === 0) this.#spareRecords = spare;
     if (result.reset) {
       // Our own complete checkpoint, or any restart while our pins prove continuity (#continuity).
       const expected =
@@ -963,7 +1031,7 @@ export class Replicator {
         // The WAL restarted after a complete checkpoint (ours or the app's): the same history goes on.
         const start = walStartPosition(result.header);
         this.#position = start;
-        this.#positions = new Map([[posKey(start), this.#txn]]);
+        this.#positions.reset(start, this.#txn);
         this.#restartExpected = null;
         return this.#scanNew();
       }
@@ -971,14 +1039,14 @@ export class Replicator {
       return null;
     }
     if (transactions.length === 0) return null;
-    return { transactions, header: result.header! };
+    return { transactions, header: result.header!, records: result.pageRecords };
   }
 
   /** Makes `transactions` (with their `pages`, in frame order) the next segment in the local queue. */
   async #spool(
     transactions: readonly WalTransaction[],
     header: WalHeader,
-    pages: AsyncIterable<SegmentPage> | Iterable<SegmentPage>,
+    pages: AsyncIterable<SegmentPage> | Buffer,
   ): Promise<void> {
     this.#header = header;
     const observedAt = this.#now();
@@ -1002,7 +1070,7 @@ export class Replicator {
     };
     this.#lastSegmentAt = Date.now();
     const spooled = await this.spool.write(segmentHeader, encodeSegment(segmentHeader, pages));
-    for (const [i, t] of transactions.entries()) this.#positions.set(posKey(t.end), this.#txn + 1 + i);
+    for (let i = 0; i < transactions.length; i++) this.#positions.add(transactions[i]!.end, this.#txn + 1 + i);
     this.#txn = segmentHeader.lastTxn;
     this.#position = last.end;
     this.#restartExpected = null;
@@ -1132,12 +1200,12 @@ export class Replicator {
     let heldMs = 0;
     const lockedAt = Date.now();
     let row: { busy: number; log: number; checkpointed: number } | undefined;
-    let pending: { transactions: WalTransaction[]; header: WalHeader; pages: SegmentPage[] } | null = null;
+    let pending: { transactions: WalTransaction[]; header: WalHeader; records: Buffer } | null = null;
     let aborted = false;
     try {
       const { transactions, result } = await readWalTransactions(this.walPath, {
         after: this.#position,
-        keepPages: LOCKED_READ_MAX_BYTES,
+        pageRecords: LOCKED_READ_MAX_BYTES,
       });
       if (result.reset) {
         aborted = true; // the next pass sorts the reset out, without the lock
@@ -1145,9 +1213,8 @@ export class Replicator {
         if (transactions.length > 0) {
           const header = result.header!;
           // Kept by the scan (within LOCKED_READ_MAX_BYTES): queued after the lock; else now.
-          if (transactions.every((t) => t.pages))
-            pending = { transactions, header, pages: [...keptPages(transactions)] };
-          else await this.#spool(transactions, header, pagesOf(this.walPath, header, transactions));
+          if (result.pageRecords) pending = { transactions, header, records: result.pageRecords };
+          else await this.#spool(transactions, header, framesOf(this.walPath, header, transactions));
         }
         this.#unpinAll();
         row = this.#checkpointLocked(this.#writer);
@@ -1167,7 +1234,7 @@ export class Replicator {
     const complete = Boolean(row && row.log === row.checkpointed && row.log === end.frame);
     if (pending) {
       try {
-        await this.#spool(pending.transactions, pending.header, pending.pages);
+        await this.#spool(pending.transactions, pending.header, pending.records);
       } catch (error) {
         if (complete || (row && row.checkpointed > 0)) {
           this.#historyBroken = `transactions ${this.#txn + 1}-${this.#txn + pending.transactions.length} were checkpointed but could not be queued (${(error as Error).message})`;
@@ -1439,16 +1506,7 @@ export function replicatorOptionsFrom(db: DatabaseContext): ReplicatorOptions {
   };
 }
 
-/** The pages of `transactions` in frame order: those their scan kept, else read from the WAL. */
-function pagesOf(
-  walPath: string,
-  header: WalHeader,
-  transactions: readonly WalTransaction[],
-): Iterable<SegmentPage> | AsyncIterable<SegmentPage> {
-  if (transactions.every((t) => t.pages)) return keptPages(transactions);
+/** The pages of `transactions` (consecutive, from one scan) read from the WAL again, in frame order. */
+function framesOf(walPath: string, header: WalHeader, transactions: readonly WalTransaction[]): AsyncIterable<SegmentPage> {
   return readWalFrames(walPath, header, transactions[0]!.firstFrame, transactions.at(-1)!.lastFrame);
-}
-
-function* keptPages(transactions: readonly WalTransaction[]): Generator<SegmentPage> {
-  for (const t of transactions) for (const [i, data] of t.pages!.entries()) yield { pgno: t.pgnos[i]!, data };
 }

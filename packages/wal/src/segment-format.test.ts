@@ -53,6 +53,34 @@ function sample(pageSize: number, txnPages: number[], compression: SegmentCompre
 }
 
 describe("segment format", () => {
+  it.each<[SegmentCompression, number]>([
+    ["zstd", 3],
+    ["gzip", 3],
+    ["none", 3],
+    ["zstd", 4300], // over 16 MiB of records: the streamed path
+  ])("encodes the same segment from laid-out page records (%s, %i pages)", async (compression, n) => {
+    const { header, pages } = sample(4096, [n - 1, 0, 1], compression);
+    const records = Buffer.concat(
+      pages.map((p) => {
+        const record = Buffer.alloc(4 + 4096);
+        record.writeUInt32BE(p.pgno, 0);
+        p.data.copy(record, 4);
+        return record;
+      }),
+    );
+    const fromPages = await encode(header, pages);
+    const fromRecords: Buffer[] = [];
+    for await (const c of encodeSegment(header, records)) fromRecords.push(c);
+    const bytes = Buffer.concat(fromRecords);
+    expect(bytes.equals(fromPages)).toBe(true);
+    const { out } = await decodeAll(bytes, 64 * 1024);
+    expect(out.flatMap((t) => t.pages)).toEqual(pages);
+    // Records that do not match the header's page count are refused, not encoded.
+    await expect(async () => {
+      for await (const _ of encodeSegment(header, records.subarray(0, records.byteLength - 4100)));
+    }).rejects.toThrow(/segment body has .* bytes, its header lists/);
+  });
+
   it("round-trips transactions and pages, compressed or not, whatever the read chunking", async () => {
     await fc.assert(
       fc.asyncProperty(

@@ -14,6 +14,7 @@
  * reader knows where each ends without framing in the body.
  */
 import { createHash } from "node:crypto";
+import type { Transform } from "node:stream";
 import { promisify } from "node:util";
 import { createGunzip, createGzip, gunzip, gzip, constants as zlibConstants } from "node:zlib";
 import { ErrorCodes, LifeboatError, throughTransform } from "@lifeboat/core";
@@ -65,11 +66,13 @@ export interface SegmentPage {
 
 /**
  * Encodes a segment as a stream. `pages` yields each transaction's pages in header order; the
- * count per transaction must match the header. Memory: one compression window.
+ * count per transaction must match the header. Or it is the body's records already laid out (page
+ * number u32 BE, then the page image; what `scanWal`'s `pageRecords` gives), one per page the
+ * header lists. Memory: one compression window.
  */
 export async function* encodeSegment(
   header: SegmentHeader,
-  pages: AsyncIterable<SegmentPage> | Iterable<SegmentPage>,
+  pages: AsyncIterable<SegmentPage> | Iterable<SegmentPage> | Buffer,
 ): AsyncGenerator<Buffer> {
   const hash = createHash("sha256");
   const emit = (chunk: Buffer): Buffer => {
@@ -94,6 +97,21 @@ export async function* encodeSegment(
     into.set(page.data, at + 4);
     seen++;
   };
+  if (Buffer.isBuffer(pages)) {
+    if (pages.byteLength !== expected * recordSize)
+      throw internal(`segment body has ${pages.byteLength} bytes, its header lists ${expected} pages of ${header.pageSize}`);
+    if (header.compression === "none") yield emit(pages);
+    else if (pages.byteLength <= ONE_CALL_BYTES) yield emit(await compressOnce(header.compression, pages));
+    else {
+      const batches = (async function* () {
+        for (let at = 0; at < pages.byteLength; at += BATCH_BYTES) yield pages.subarray(at, at + BATCH_BYTES);
+      })();
+      for await (const chunk of throughTransform(batches, compressor(header.compression)))
+        yield emit(chunk as Buffer);
+    }
+    yield hash.digest();
+    return;
+  }
   if (header.compression !== "none" && expected * recordSize <= ONE_CALL_BYTES) {
     // The usual case: the records gathered in one (reused) buffer and compressed in one call.
     const plain = takeBuffer(expected * recordSize);
@@ -103,12 +121,7 @@ export async function* encodeSegment(
         record(page, plain, used);
         used += recordSize;
       }
-      const body = plain.subarray(0, used);
-      yield emit(
-        header.compression === "zstd"
-          ? zstdCompress(body, { compressionLevel: ZSTD_LEVEL })
-          : await gzipAsync(body, { level: 1 }),
-      );
+      yield emit(await compressOnce(header.compression, plain.subarray(0, used)));
     } finally {
       giveBuffer(plain);
     }
@@ -134,15 +147,24 @@ export async function* encodeSegment(
     if (header.compression === "none") {
       for await (const chunk of batches) yield emit(chunk);
     } else {
-      const compressor =
-        header.compression === "zstd"
-          ? new CompressStream({ compressionLevel: ZSTD_LEVEL })
-          : createGzip({ level: 1, chunkSize: 256 * 1024 });
-      for await (const chunk of throughTransform(batches, compressor)) yield emit(chunk as Buffer);
+      for await (const chunk of throughTransform(batches, compressor(header.compression)))
+        yield emit(chunk as Buffer);
     }
   }
   if (seen !== expected) throw internal(`segment has ${seen} pages, its header lists ${expected}`);
   yield hash.digest();
+}
+
+/** A segment body compressed in one call (zstd: a frame that states its size). */
+async function compressOnce(compression: "zstd" | "gzip", body: Buffer): Promise<Buffer> {
+  return compression === "zstd" ? zstdCompress(body, { compressionLevel: ZSTD_LEVEL }) : gzipAsync(body, { level: 1 });
+}
+
+/** A streaming compressor for segment bodies too big for one call. */
+function compressor(compression: "zstd" | "gzip"): Transform {
+  return compression === "zstd"
+    ? new CompressStream({ compressionLevel: ZSTD_LEVEL })
+    : createGzip({ level: 1, chunkSize: 256 * 1024 });
 }
 
 /**
@@ -161,7 +183,6 @@ function giveBuffer(buffer: Buffer): void {
 /** A decoded segment: its header, and its transactions with their pages, streamed. */
 export interface DecodedSegment {
   readonly header: SegmentHeader;
-  /** Each transaction with its pages; iterate each transaction's pages fully before the next. */
   /** Each transaction with its pages, in batches (read them before the next transaction). */
   transactions(): AsyncGenerator<{ readonly txn: SegmentTransaction; readonly pages: AsyncGenerator<SegmentPage[]> }>;
 }
