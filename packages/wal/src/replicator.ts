@@ -233,7 +233,10 @@ class PositionIndex {
 
   /** Transaction `txn` ends at `position`, after every position added since the last reset. */
   add(position: WalPosition, txn: number): void {
-    if (position.salt1 !== this.#salt1 || position.salt2 !== this.#salt2) return this.reset(position, txn);
+    if (position.salt1 !== this.#salt1 || position.salt2 !== this.#salt2) {
+      this.reset(position, txn);
+      return;
+    }
     const frames = this.#frames;
     if (frames.length > 0 && frames.at(-1)! >= position.frame) {
       const keep = this.#search(position.frame);
@@ -993,7 +996,8 @@ export class Replicator {
     try {
       await this.#spool(transactions, header, records ?? framesOf(this.walPath, header, transactions));
     } finally {
-      if (records && records.buffer.byteLength <= SPARE_RECORDS_BYTES) this.#spareRecords = records.buffer as ArrayBuffer;
+      if (records && records.buffer.byteLength <= SPARE_RECORDS_BYTES)
+        this.#spareRecords = records.buffer as ArrayBuffer;
     }
   }
 
@@ -1507,6 +1511,10 @@ export function replicatorOptionsFrom(db: DatabaseContext): ReplicatorOptions {
 }
 
 /** The pages of `transactions` (consecutive, from one scan) read from the WAL again, in frame order. */
-function framesOf(walPath: string, header: WalHeader, transactions: readonly WalTransaction[]): AsyncIterable<SegmentPage> {
+function framesOf(
+  walPath: string,
+  header: WalHeader,
+  transactions: readonly WalTransaction[],
+): AsyncIterable<SegmentPage> {
   return readWalFrames(walPath, header, transactions[0]!.firstFrame, transactions.at(-1)!.lastFrame);
 }

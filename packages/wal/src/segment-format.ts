@@ -99,15 +99,16 @@ export async function* encodeSegment(
   };
   if (Buffer.isBuffer(pages)) {
     if (pages.byteLength !== expected * recordSize)
-      throw internal(`segment body has ${pages.byteLength} bytes, its header lists ${expected} pages of ${header.pageSize}`);
+      throw internal(
+        `segment body has ${pages.byteLength} bytes, its header lists ${expected} pages of ${header.pageSize}`,
+      );
     if (header.compression === "none") yield emit(pages);
     else if (pages.byteLength <= ONE_CALL_BYTES) yield emit(await compressOnce(header.compression, pages));
     else {
       const batches = (async function* () {
         for (let at = 0; at < pages.byteLength; at += BATCH_BYTES) yield pages.subarray(at, at + BATCH_BYTES);
       })();
-      for await (const chunk of throughTransform(batches, compressor(header.compression)))
-        yield emit(chunk as Buffer);
+      for await (const chunk of throughTransform(batches, compressor(header.compression))) yield emit(chunk as Buffer);
     }
     yield hash.digest();
     return;
@@ -147,8 +148,7 @@ export async function* encodeSegment(
     if (header.compression === "none") {
       for await (const chunk of batches) yield emit(chunk);
     } else {
-      for await (const chunk of throughTransform(batches, compressor(header.compression)))
-        yield emit(chunk as Buffer);
+      for await (const chunk of throughTransform(batches, compressor(header.compression))) yield emit(chunk as Buffer);
     }
   }
   if (seen !== expected) throw internal(`segment has ${seen} pages, its header lists ${expected}`);
