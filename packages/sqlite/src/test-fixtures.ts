@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import { checksumWords, needsSwap } from "./wal-checksum.js";
+import { checksumFrame, needsSwap } from "./wal-checksum.js";
 import {
   parseWalHeader,
   WAL_FRAME_HEADER_SIZE,
@@ -132,16 +132,15 @@ export function rewriteWalChecksums(wal: Buffer, bigEndian: boolean): Buffer {
   let o1 = header.checksum2;
   aligned.set(wal);
   const words = new Int32Array(aligned.buffer);
+  const sum = new Uint32Array(2);
   for (let offset = WAL_HEADER_SIZE; offset + frameSize <= wal.byteLength; offset += frameSize) {
     const w = offset / 4;
     const frameWords = frameSize / 4;
-    let orig = checksumWords(words, w, w + 2, o0, o1, needsSwap(header.bigEndianChecksum));
-    orig = checksumWords(words, w + 6, w + frameWords, orig[0], orig[1], needsSwap(header.bigEndianChecksum));
-    if (orig[0] !== wal.readUInt32BE(offset + 16) || orig[1] !== wal.readUInt32BE(offset + 20)) break;
-    [o0, o1] = orig;
-    let next = checksumWords(words, w, w + 2, s0, s1, needsSwap(bigEndian));
-    next = checksumWords(words, w + 6, w + frameWords, next[0], next[1], needsSwap(bigEndian));
-    [s0, s1] = next;
+    checksumFrame(words, w, frameWords, o0, o1, needsSwap(header.bigEndianChecksum), sum);
+    if (sum[0] !== wal.readUInt32BE(offset + 16) || sum[1] !== wal.readUInt32BE(offset + 20)) break;
+    [o0, o1] = [sum[0]!, sum[1]!];
+    checksumFrame(words, w, frameWords, s0, s1, needsSwap(bigEndian), sum);
+    [s0, s1] = [sum[0]!, sum[1]!];
     out.writeUInt32BE(s0, offset + 16);
     out.writeUInt32BE(s1, offset + 20);
   }

@@ -25,30 +25,19 @@ export function walChecksum(data: Uint8Array, s0: number, s1: number, bigEndian:
     copy.set(data);
     words = new Int32Array(copy.buffer);
   }
-  return checksumWords(words, 0, words.length, s0, s1, needsSwap(bigEndian));
-}
-
-/**
- * The checksum loop over `words[from, to)` (an even count). `swap` says the words must be
- * byte-swapped (checksum byte order differs from the host's). Int32 arithmetic with `| 0` is
- * exact mod 2^32 and keeps V8 on its integer fast path; the loop is unrolled because each step
- * depends on the previous one.
- */
-export function checksumWords(
-  words: Int32Array,
-  from: number,
-  to: number,
-  s0: number,
-  s1: number,
-  swap: boolean,
-): [number, number] {
   const out = new Uint32Array(2);
-  checksumInto(words, from, to, s0, s1, swap, out);
+  checksumWords(words, 0, words.length, s0, s1, needsSwap(bigEndian), out);
   return [out[0]!, out[1]!];
 }
 
-/** `checksumWords`, written into `out` (unsigned). */
-function checksumInto(
+/**
+ * The checksum loop over `words[from, to)` (an even count), continuing from `(s0, s1)`; the
+ * result is written into `out` (unsigned), so callers in a loop allocate nothing. `swap` says the
+ * words must be byte-swapped (checksum byte order differs from the host's). Int32 arithmetic
+ * with `| 0` is exact mod 2^32 and keeps V8 on its integer fast path; the loop is unrolled
+ * because each step depends on the previous one.
+ */
+export function checksumWords(
   words: Int32Array,
   from: number,
   to: number,
@@ -122,6 +111,6 @@ export function checksumFrame(
   swap: boolean,
   out: Uint32Array,
 ): void {
-  checksumInto(words, w, w + 2, s0, s1, swap, out);
-  checksumInto(words, w + 6, w + frameWords, out[0]!, out[1]!, swap, out);
+  checksumWords(words, w, w + 2, s0, s1, swap, out);
+  checksumWords(words, w + 6, w + frameWords, out[0]!, out[1]!, swap, out);
 }

@@ -402,7 +402,9 @@ async function* runScan(
     const pageSize = header.pageSize;
     const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
 
-    let running: [number, number] = [header.checksum1, header.checksum2];
+    // The running checksum.
+    let r0 = header.checksum1;
+    let r1 = header.checksum2;
     let frame = 1;
     let lastCommitFrame = 0;
     let commitSize = 0;
@@ -438,7 +440,8 @@ async function* runScan(
           finish(noHeaderResult(header, fileSize, after, "position-mismatch"));
           return;
         }
-        running = [after.checksum1, after.checksum2];
+        r0 = after.checksum1;
+        r1 = after.checksum2;
         frame = after.frame + 1;
         lastCommitFrame = after.frame;
         commitSize = fh.commitSize;
@@ -471,8 +474,6 @@ async function* runScan(
     let lastValidFrame = frame - 1;
     let stop: WalStopReason = "end-of-file";
 
-    let r0 = running[0];
-    let r1 = running[1];
     while (true) {
       if (frame > maxFrame) {
         stop = "max-frame";
