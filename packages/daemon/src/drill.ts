@@ -130,8 +130,8 @@ async function drillLatest(
     if (result.generation !== generation.generation) {
       problems.push(`restored generation ${result.generation}, the newest is ${generation.generation}`);
     }
-    if (result.txn < generation.continuousTo) {
-      problems.push(`restored up to transaction ${result.txn}; the archive holds up to ${generation.continuousTo}`);
+    if (result.txn < generation.restorableTo) {
+      problems.push(`restored up to transaction ${result.txn}; the archive holds up to ${generation.restorableTo}`);
     }
     return checked(target, "latest", result, null, problems, began);
   } catch (error) {

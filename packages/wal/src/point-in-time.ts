@@ -54,12 +54,29 @@ export interface GenerationInfo {
   readonly segments: readonly SegmentKeyInfo[];
   /** First restorable moment: the earliest snapshot's time. */
   readonly from: string | null;
-  /** Last restorable moment: the last transaction's observed time, else the newest snapshot's. */
+  /** Last restorable moment: the end of the newest window (see `windows`). */
   readonly to: string | null;
-  /** Last transaction number (0: snapshots only). */
+  /** Last transaction number on the target (0: snapshots only), restorable or not. */
   readonly lastTxn: number;
   /** Transactions that are restorable without a gap after the earliest snapshot. */
   readonly continuousTo: number;
+  /** The newest restorable transaction: what a restore without a point reaches. */
+  readonly restorableTo: number;
+  /**
+   * The stretches a restore can reach, oldest first: each starts at a good snapshot and runs
+   * through the segments that follow it without a gap. More than one only when transactions are
+   * missing in between (a target that was down longer than the local queue could hold).
+   */
+  readonly windows: readonly RestoreWindow[];
+}
+
+export interface RestoreWindow {
+  readonly fromTxn: number;
+  readonly toTxn: number;
+  /** The window's first snapshot's time. */
+  readonly from: string;
+  /** The observed time of its last transaction (or its newest snapshot's time, if later). */
+  readonly to: string;
 }
 
 /** Every generation on a target with its snapshots and segments, oldest first. */
@@ -86,19 +103,53 @@ export async function listGenerations(repo: Repository, options: OperationOption
     for (const s of segments) {
       if (s.firstTxn <= continuousTo + 1 && s.lastTxn > continuousTo) continuousTo = s.lastTxn;
     }
-    const lastSeg = segments.filter((s) => s.lastTxn <= continuousTo).at(-1);
+    const windows = restoreWindows(
+      snaps.filter((m) => m.integrity.ok),
+      segments,
+    );
+    const newest = windows.at(-1);
     const newestSnap = snaps.at(-1);
-    const to = lastSeg ? new Date(lastSeg.lastObservedAt).toISOString() : (newestSnap?.createdAt ?? null);
     return {
       generation,
       snapshots: snaps,
       segments,
-      from: snaps[0]?.createdAt ?? null,
-      to: newestSnap && to && newestSnap.createdAt > to ? newestSnap.createdAt : to,
+      from: windows[0]?.from ?? snaps[0]?.createdAt ?? null,
+      to: newest?.to ?? newestSnap?.createdAt ?? null,
       lastTxn: segments.at(-1)?.lastTxn ?? newestSnap?.position ?? 0,
       continuousTo,
+      restorableTo: newest?.toTxn ?? 0,
+      windows,
     };
   });
+}
+
+/** One pass over snapshots and segments, both in transaction order. */
+function restoreWindows(snaps: readonly SnapshotManifest[], segments: readonly SegmentKeyInfo[]): RestoreWindow[] {
+  const windows: { fromTxn: number; toTxn: number; from: string; to: number }[] = [];
+  let j = 0;
+  for (const snap of snaps) {
+    let w = windows.at(-1);
+    const created = Date.parse(snap.createdAt);
+    if (w && snap.position <= w.toTxn + 1) {
+      w.toTxn = Math.max(w.toTxn, snap.position);
+      w.to = Math.max(w.to, created);
+    } else {
+      w = { fromTxn: snap.position, toTxn: snap.position, from: snap.createdAt, to: created };
+      windows.push(w);
+    }
+    for (; j < segments.length && segments[j]!.firstTxn <= w.toTxn + 1; j++) {
+      const seg = segments[j]!;
+      if (seg.lastTxn <= w.toTxn) continue;
+      w.toTxn = seg.lastTxn;
+      w.to = Math.max(w.to, seg.lastObservedAt);
+    }
+  }
+  return windows.map((w) => ({ ...w, to: new Date(w.to).toISOString() }));
+}
+
+/** "0-1 (… to …), 32-40 (… to …)": the windows, for messages. */
+function describeWindows(windows: readonly RestoreWindow[]): string {
+  return windows.map((w) => `transactions ${w.fromTxn}-${w.toTxn} (${w.from} to ${w.to})`).join(", ");
 }
 
 export interface PointInTimeOptions extends OperationOptions, ConfirmOptions {
@@ -180,31 +231,49 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
       // that can restore exactly this transaction.
       const n = options.toTxn;
       generation =
-        [...generations]
-          .reverse()
-          .find((g) => n <= g.continuousTo && g.snapshots.some((s) => s.integrity.ok && s.position <= n)) ??
+        [...generations].reverse().find((g) => g.windows.some((w) => w.fromTxn <= n && n <= w.toTxn)) ??
         generations.at(-1)!;
     } else {
       generation = generations.at(-1)!;
     }
-    const good = generation.snapshots.filter((s) => s.integrity.ok);
+    const g = generation;
+    let window: RestoreWindow | undefined;
     let txn: number;
     if (options.toTxn !== undefined) {
-      if (options.toTxn > generation.continuousTo) {
+      const n = options.toTxn;
+      window = g.windows.find((w) => w.fromTxn <= n && n <= w.toTxn);
+      if (!window) {
         throw new LifeboatError(
           ErrorCodes.NO_RESTORE_POINT,
-          `Transaction ${options.toTxn} of generation ${generation.generation} is not restorable: it has transactions up to ${generation.continuousTo}.`,
-          { hint: "Pick a transaction in the window `lifeboat list` shows." },
+          `Transaction ${n} of generation ${g.generation} is not restorable from ${named.name}: it holds ${describeWindows(g.windows)}.`,
+          { hint: "Pick a transaction in a window `lifeboat list` shows, or restore from another target (--from)." },
         );
       }
-      txn = options.toTxn;
+      txn = n;
     } else if (options.toTime !== undefined) {
-      const last = generation.segments.filter((s) => s.lastTxn <= generation!.continuousTo);
-      const after = last.find((s) => s.lastObservedAt > options.toTime!);
-      txn = after ? after.lastTxn : generation.continuousTo; // refined inside `after` by per-transaction times
+      const t = options.toTime;
+      window = g.windows.filter((w) => Date.parse(w.from) <= t).at(-1)!;
+      const next = g.windows[g.windows.indexOf(window) + 1];
+      if (next && t >= Date.parse(window.to)) {
+        // Between two windows: the transactions of that stretch are missing on this target.
+        throw new LifeboatError(
+          ErrorCodes.NO_RESTORE_POINT,
+          `${new Date(t).toISOString()} is not restorable from ${named.name}: generation ${g.generation} cannot be restored to transactions ${window.toTxn + 1}-${next.fromTxn - 1} there (committed between ${window.to} and ${next.from}; they are missing on this target).`,
+          {
+            hint: `Restore to ${window.to} or earlier, or ${next.from} or later, or from another target (--from). Windows: ${describeWindows(g.windows)}.`,
+          },
+        );
+      }
+      const w = window;
+      const inWindow = g.segments.filter((s) => s.lastTxn > w.fromTxn && s.lastTxn <= w.toTxn);
+      const after = inWindow.find((s) => s.lastObservedAt > t);
+      txn = after ? after.lastTxn : w.toTxn; // refined inside `after` by per-transaction times
     } else {
-      txn = generation.continuousTo;
+      window = g.windows.at(-1);
+      txn = g.restorableTo;
     }
+    const w = window;
+    const good = g.snapshots.filter((s) => s.integrity.ok && w && s.position >= w.fromTxn);
     const snapshot = [...good]
       .reverse()
       .find(
@@ -217,7 +286,7 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
     if (!snapshot) {
       throw new LifeboatError(
         ErrorCodes.NO_RESTORE_POINT,
-        `No snapshot of generation ${generation.generation} is at or before transaction ${txn}.`,
+        `No snapshot of generation ${g.generation} is at or before transaction ${txn}.`,
         {
           hint: "Pick a later point (lifeboat list).",
         },

@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, statSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,7 +19,12 @@ afterEach(async () => {
 });
 
 async function setup(
-  options: { checkpointPages?: number; emergencyCheckpointPages?: number; segmentIntervalMs?: number } = {},
+  options: {
+    checkpointPages?: number;
+    emergencyCheckpointPages?: number;
+    segmentIntervalMs?: number;
+    queueMaxBytes?: number;
+  } = {},
 ) {
   const dir = mkdtempSync(join(tmpdir(), "lifeboat-wal-"));
   const path = join(dir, "app.db");
@@ -36,6 +42,7 @@ async function setup(
     checkpointPages: options.checkpointPages ?? 1000,
     ...(options.emergencyCheckpointPages ? { emergencyCheckpointPages: options.emergencyCheckpointPages } : {}),
     ...(options.segmentIntervalMs ? { segmentIntervalMs: options.segmentIntervalMs } : {}),
+    ...(options.queueMaxBytes ? { queueMaxBytes: options.queueMaxBytes } : {}),
     onEvent: (e) => events.push(e),
   });
   cleanups.push(() => {
@@ -255,3 +262,111 @@ describe("segment interval", () => {
     expect(databaseContentHash(output)).toBe(databaseContentHash(app));
   });
 });
+
+describe("the local queue", () => {
+  const queued = (replicator: Replicator) =>
+    readdirSync(join(replicator.spool.dir, "segments"), { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile() && e.name.endsWith(".seg"))
+      .map((e) => statSync(join(e.parentPath, e.name)).size);
+
+  it("keeps only the newest segment once the target has every transaction", async () => {
+    const { app, replicator } = await setup();
+    await replicator.start();
+    const insert = app.prepare("INSERT INTO t (v) VALUES (?)");
+    for (let i = 0; i < 40; i++) {
+      insert.run(`row ${i}`);
+      await replicator.sync();
+    }
+    expect(queued(replicator).length, "segments queued while running").toBeGreaterThan(1);
+    const stopped = await replicator.stop();
+    expect(stopped.pending).toEqual([]);
+    expect(queued(replicator), "what stays queued after a clean stop").toHaveLength(1);
+  });
+
+  it("past its bound while the target is down: drops the oldest, says so, and the target catches up with a new snapshot", async () => {
+    const { dir, app, db, replicator, events } = await setup({ queueMaxBytes: 200_000 });
+    await replicator.start();
+    app.exec("INSERT INTO t (v) VALUES ('shipped before the outage')");
+    await replicator.sync();
+    await waitUntil(() => events.some((e) => e.type === "shipped" && e.lastTxn === 1), "transaction 1 shipped");
+    // The target breaks: its directory is replaced by a file.
+    const target = join(dir, "backups");
+    renameSync(target, `${target}.away`);
+    writeFileSync(target, "not a directory");
+    const insert = app.prepare("INSERT INTO t (v, b) VALUES (?, ?)");
+    let midOutage = 0;
+    for (let i = 0; i < 30; i++) {
+      insert.run(`outage ${i}`, randomBytes(20_000)); // incompressible: about 20 kB per segment
+      await replicator.sync();
+      if (i === 15) midOutage = Date.now();
+    }
+    await waitUntil(() => events.some((e) => e.type === "target-error"), "a target-error");
+    const sizes = queued(replicator);
+    expect(
+      sizes.reduce((a, b) => a + b, 0),
+      "queued bytes stay within the bound plus the newest segment",
+    ).toBeLessThanOrEqual(200_000 + Math.max(...sizes));
+    const warning = events.find((e) => e.type === "error" && /passed its bound/.test(e.error.message));
+    expect(warning, "an event says transactions were dropped before the target got them").toBeDefined();
+    if (warning?.type !== "error") throw new Error("unreachable");
+    expect(warning.error.message).toMatch(/transactions 2-\d+ were dropped before local received them/);
+    expect(warning.error.hint).toMatch(/queueMaxSize/);
+
+    rmSync(target);
+    renameSync(`${target}.away`, target);
+    app.exec("INSERT INTO t (v) VALUES ('after the outage')");
+    const last = 32;
+    await waitUntil(
+      () => replicator.progress[0]?.shipped === last && replicator.progress[0]?.generation === replicator.generation,
+      "the target to catch up",
+      20_000,
+      () => replicator.sync(),
+    );
+    expect(
+      events.some((e) => e.type === "snapshot" && e.targets.includes("local") && e.position > 1),
+      "it caught up from a new snapshot",
+    ).toBe(true);
+    expect(events.some((e) => e.type === "target-recovered")).toBe(true);
+    await replicator.stop();
+    expect(
+      events.filter((e) => e.type === "generation"),
+      "the generation goes on",
+    ).toHaveLength(1);
+
+    const latest = await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(latest.txn).toBe(last);
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
+    const before = await restoreToPoint(db, { toTxn: 1, output: join(dir, "txn1.db") });
+    expect(before.txn).toBe(1);
+    await expect(restoreToPoint(db, { toTxn: 2, output: join(dir, "txn2.db") })).rejects.toThrow(
+      /Transaction 2 of generation \w+ is not restorable from local: it holds transactions 0-1 \(/,
+    );
+    await expect(
+      restoreToPoint(db, { toTime: midOutage, output: join(dir, "mid.db") }),
+      "a time whose transactions are missing is refused, not answered with another state",
+    ).rejects.toThrow(/is not restorable from local: .* missing on this target/);
+
+    const [generation] = await listGenerations(new Repository(db.targets[0]!, db.name));
+    expect(generation!.windows).toHaveLength(2);
+    expect(generation!.windows[0]).toMatchObject({ fromTxn: 0, toTxn: 1 });
+    expect(generation!.windows[1]!.toTxn).toBe(last);
+    expect(generation!.restorableTo).toBe(last);
+    const resumed = generation!.windows[1]!.fromTxn;
+    const atResume = await restoreToPoint(db, { toTxn: resumed, output: join(dir, "resumed.db") });
+    expect(atResume.snapshotPosition).toBe(resumed);
+  });
+});
+
+async function waitUntil(
+  done: () => boolean,
+  what: string,
+  timeoutMs = 10_000,
+  poke: () => Promise<unknown> = async () => {},
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await poke();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

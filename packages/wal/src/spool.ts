@@ -27,6 +27,9 @@ export interface SpooledSegment {
 const MEMORY_BYTES = 8 * 1024 * 1024;
 const MEMORY_SEGMENT_BYTES = 1024 * 1024;
 
+/** Unlinks in flight at once when segments leave the queue. */
+const REMOVE_CONCURRENCY = 8;
+
 const NAME = /^([0-9a-f]{16})-([0-9a-f]{16})-([0-9a-f]{12})\.seg$/;
 
 export class Spool {
@@ -151,14 +154,28 @@ export class Spool {
     return decoded.header;
   }
 
-  async remove(segment: SpooledSegment): Promise<void> {
-    await rm(segment.file, { force: true });
-    const listed = this.#index.get(segment.generation);
-    if (listed)
-      this.#index.set(
-        segment.generation,
-        listed.filter((s) => s.file !== segment.file),
-      );
+  /** Bytes of a generation's listed segments (0 before its first listing). */
+  queuedBytes(generation: string): number {
+    let total = 0;
+    for (const s of this.#index.get(generation) ?? []) total += s.size;
+    return total;
+  }
+
+  /** Removes segments from the queue: unlinked a few at a time, then dropped from the listing. */
+  async remove(segments: readonly SpooledSegment[]): Promise<void> {
+    const files = segments.map((s) => s.file);
+    for (let i = 0; i < files.length; i += REMOVE_CONCURRENCY) {
+      await Promise.all(files.slice(i, i + REMOVE_CONCURRENCY).map((file) => rm(file, { force: true })));
+    }
+    const gone = new Set(files);
+    for (const generation of new Set(segments.map((s) => s.generation))) {
+      const listed = this.#index.get(generation);
+      if (listed)
+        this.#index.set(
+          generation,
+          listed.filter((s) => !gone.has(s.file)),
+        );
+    }
   }
 
   /** Removes whole generations other than `keep`. */

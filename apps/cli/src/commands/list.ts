@@ -76,7 +76,7 @@ export function registerList(program: Command): void {
                 g.generation,
                 (g.from ?? "-").replace("T", " ").replace(/\.\d+Z$/, "Z"),
                 (g.to ?? "-").replace("T", " ").replace(/\.\d+Z$/, "Z"),
-                `${g.snapshots[0]?.position ?? 0}-${g.continuousTo}`,
+                g.windows.length > 0 ? g.windows.map((w) => `${w.fromTxn}-${w.toTxn}`).join(", ") : "-",
                 g.snapshots.length,
                 g.segments.length,
               ]);
@@ -86,6 +86,14 @@ export function registerList(program: Command): void {
                   .map((l) => `  ${l}`)
                   .join("\n"),
               );
+            }
+            for (const g of gens) {
+              for (let i = 1; i < g.windows.length; i++) {
+                const [a, b] = [g.windows[i - 1]!, g.windows[i]!];
+                out.line(
+                  `  warning: generation ${g.generation} cannot be restored to transactions ${a.toTxn + 1}-${b.fromTxn - 1} from this target (committed between ${a.to} and ${b.from}; missing here)`,
+                );
+              }
             }
             for (const problem of entry.problems) out.line(`  warning: ${problem}`);
           }
@@ -105,7 +113,8 @@ export function registerList(program: Command): void {
                 from: g.from,
                 to: g.to,
                 firstTxn: g.snapshots[0]?.position ?? 0,
-                lastTxn: g.continuousTo,
+                lastTxn: g.restorableTo,
+                windows: g.windows,
                 snapshots: g.snapshots.length,
                 segments: g.segments.length,
               })),
