@@ -114,11 +114,16 @@ export class S3Remote {
   }
 }
 
+/** A WAL directory: Lifeboat's `<db>/generations/<gen>/wal/`, Litestream's `generations/<gen>/wal/`. */
+const WAL_DIR = /^(.*\/wal\/)/;
+
 /** Poll statistics of one session (for the method notes). */
 export interface PollStats {
   polls: number;
-  /** ListObjectsV2 round trips (all pages of one poll), ms. */
+  /** Full ListObjectsV2 round trips (all pages of one poll), ms. */
   readonly listMs: number[];
+  /** Polls that listed only past the newest WAL object of each WAL directory, ms. */
+  readonly incrementalMs: number[];
   /** GetObject + write to the mirror, ms, per fetched object. */
   readonly fetchMs: number[];
   readonly errors: string[];
@@ -135,8 +140,11 @@ export interface PollStats {
 export class S3Watcher implements TargetWatcher {
   readonly events: ObjectEvent[] = [];
   readonly firstSeen = new Map<string, number>();
-  readonly stats: PollStats = { polls: 0, listMs: [], fetchMs: [], errors: [] };
+  readonly stats: PollStats = { polls: 0, listMs: [], incrementalMs: [], fetchMs: [], errors: [] };
   readonly #known = new Map<string, string>();
+  /** WAL directory → the newest key seen in it. */
+  readonly #streams = new Map<string, string>();
+  #lastFullAt = 0;
   readonly #present = new Set<string>();
   readonly #fetches = new Set<Promise<void>>();
   #loop: Promise<void> | undefined;
@@ -146,6 +154,7 @@ export class S3Watcher implements TargetWatcher {
     readonly root: string,
     readonly target: S3StorageTarget,
     readonly intervalMs = 20,
+    readonly fullEveryMs = 1000,
   ) {}
 
   start(): void {
@@ -159,35 +168,60 @@ export class S3Watcher implements TargetWatcher {
     }
   }
 
+  /**
+   * One poll. A full listing (new keys, changed keys, deletes) at the first poll and then at most
+   * every `fullEveryMs`; in between, one listing per WAL directory (the keys under a `/wal/`
+   * component) that starts after the newest key seen there. Both tools name WAL objects so that
+   * newer ones sort later (Lifeboat: 16-hex-digit transaction numbers; Litestream: 8-hex-digit
+   * WAL index and offset), so these short listings see every new WAL object, and a listing's
+   * cost no longer grows with the number of objects already in the bucket.
+   */
   async #poll(): Promise<void> {
     const started = performance.now();
+    const full = this.#streams.size === 0 || Date.now() - this.#lastFullAt >= this.fullEveryMs;
     const listed = new Map<string, string>();
     const lastModified = new Map<string, Date>();
     try {
-      for await (const info of this.target.list("")) {
-        listed.set(info.key, `${info.etag ?? ""}:${info.size}:${info.lastModified.getTime()}`);
-        lastModified.set(info.key, info.lastModified);
+      if (full) {
+        this.#lastFullAt = Date.now();
+        for await (const info of this.target.list("")) {
+          listed.set(info.key, `${info.etag ?? ""}:${info.size}:${info.lastModified.getTime()}`);
+          lastModified.set(info.key, info.lastModified);
+        }
+      } else {
+        for (const [prefix, newest] of this.#streams) {
+          for await (const info of this.target.list(prefix, { startAfter: newest })) {
+            listed.set(info.key, `${info.etag ?? ""}:${info.size}:${info.lastModified.getTime()}`);
+            lastModified.set(info.key, info.lastModified);
+          }
+        }
       }
     } catch (error) {
       this.#error(`list: ${error instanceof Error ? error.message : String(error)}`);
       return;
     }
     const at = Date.now();
-    this.stats.listMs.push(performance.now() - started);
+    (full ? this.stats.listMs : this.stats.incrementalMs).push(performance.now() - started);
     this.stats.polls++;
     for (const [key, signature] of listed) {
+      const stream = WAL_DIR.exec(key)?.[1];
+      if (stream !== undefined && key > (this.#streams.get(stream) ?? "")) this.#streams.set(stream, key);
       if (this.#known.get(key) === signature) continue;
       this.#known.set(key, signature);
       const fetch = this.#fetch(key, signature, lastModified.get(key)!, at);
       this.#fetches.add(fetch);
       void fetch.finally(() => this.#fetches.delete(fetch));
     }
+    if (!full) return;
     for (const key of [...this.#known.keys()]) {
       if (listed.has(key)) continue;
       this.#known.delete(key);
       this.#present.delete(key);
       rmSync(join(this.root, key), { force: true });
       this.events.push({ at, kind: "delete", path: key });
+    }
+    for (const [stream, newest] of [...this.#streams]) {
+      if (!listed.has(newest)) this.#streams.delete(stream); // retention or a new generation: listed in full again
     }
   }
 
