@@ -114,8 +114,24 @@ export class S3Remote {
   }
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /** A WAL directory: Lifeboat's `<db>/generations/<gen>/wal/`, Litestream's `generations/<gen>/wal/`. */
 const WAL_DIR = /^(.*\/wal\/)/;
+
+/**
+ * A WAL-directory listing starts after the newest key that was seen at least this long ago (ms),
+ * not after the newest one: radosgw can list an object before one uploaded earlier (its bucket
+ * index completes writes asynchronously), and a listing that started after the later key would
+ * miss the earlier one until the next full listing (seen as 400-650 ms late in a first run).
+ */
+const LOOKBACK_MS = 1000;
+
+function startAfter(seen: readonly { key: string; at: number }[], now: number): string {
+  let after = "";
+  for (const s of seen) if (s.at <= now - LOOKBACK_MS) after = s.key;
+  return after;
+}
 
 /** Poll statistics of one session (for the method notes). */
 export interface PollStats {
@@ -142,9 +158,10 @@ export class S3Watcher implements TargetWatcher {
   readonly firstSeen = new Map<string, number>();
   readonly stats: PollStats = { polls: 0, listMs: [], incrementalMs: [], fetchMs: [], errors: [] };
   readonly #known = new Map<string, string>();
-  /** WAL directory → the newest key seen in it. */
-  readonly #streams = new Map<string, string>();
-  #lastFullAt = 0;
+  /** When each known key was first listed (ms since the epoch). */
+  readonly #knownAt = new Map<string, number>();
+  /** WAL directory → the keys that were the newest seen in it over the last LOOKBACK_MS, oldest first. */
+  readonly #streams = new Map<string, { key: string; at: number }[]>();
   readonly #present = new Set<string>();
   readonly #fetches = new Set<Promise<void>>();
   #loop: Promise<void> | undefined;
@@ -158,39 +175,40 @@ export class S3Watcher implements TargetWatcher {
   ) {}
 
   start(): void {
-    this.#loop = this.#run();
+    this.#loop = Promise.all([this.#run(false), this.#run(true)]).then(() => {});
   }
 
-  async #run(): Promise<void> {
+  /** The full listings (every `fullEveryMs`) and the WAL-directory ones (every `intervalMs`) run side by side. */
+  async #run(full: boolean): Promise<void> {
+    if (!full) while (!this.#closed && this.#streams.size === 0) await sleep(this.intervalMs); // after the first full listing
     while (!this.#closed) {
-      await this.#poll();
-      await new Promise((r) => setTimeout(r, this.intervalMs));
+      await this.#poll(full);
+      await sleep(full ? this.fullEveryMs : this.intervalMs);
     }
   }
 
   /**
-   * One poll. A full listing (new keys, changed keys, deletes) at the first poll and then at most
-   * every `fullEveryMs`; in between, one listing per WAL directory (the keys under a `/wal/`
-   * component) that starts after the newest key seen there. Both tools name WAL objects so that
-   * newer ones sort later (Lifeboat: 16-hex-digit transaction numbers; Litestream: 8-hex-digit
-   * WAL index and offset), so these short listings see every new WAL object, and a listing's
-   * cost no longer grows with the number of objects already in the bucket.
+   * One poll. A full listing (new keys, changed keys, deletes) runs once a second on its own loop;
+   * the other loop lists, every `intervalMs`, each WAL directory (the keys under a `/wal/`
+   * component) after the newest key seen there. Both tools name WAL objects so that newer ones
+   * sort later (Lifeboat: 16-hex-digit transaction numbers; Litestream: 8-hex-digit WAL index
+   * and offset), so these short listings see every new WAL object, and their cost no longer grows
+   * with the number of objects already in the bucket (nor waits for a full listing).
    */
-  async #poll(): Promise<void> {
+  async #poll(full: boolean): Promise<void> {
     const started = performance.now();
-    const full = this.#streams.size === 0 || Date.now() - this.#lastFullAt >= this.fullEveryMs;
+    const startedAt = Date.now();
     const listed = new Map<string, string>();
     const lastModified = new Map<string, Date>();
     try {
       if (full) {
-        this.#lastFullAt = Date.now();
         for await (const info of this.target.list("")) {
           listed.set(info.key, `${info.etag ?? ""}:${info.size}:${info.lastModified.getTime()}`);
           lastModified.set(info.key, info.lastModified);
         }
       } else {
-        for (const [prefix, newest] of this.#streams) {
-          for await (const info of this.target.list(prefix, { startAfter: newest })) {
+        for (const [prefix, seen] of [...this.#streams]) {
+          for await (const info of this.target.list(prefix, { startAfter: startAfter(seen, startedAt) })) {
             listed.set(info.key, `${info.etag ?? ""}:${info.size}:${info.lastModified.getTime()}`);
             lastModified.set(info.key, info.lastModified);
           }
@@ -205,23 +223,33 @@ export class S3Watcher implements TargetWatcher {
     this.stats.polls++;
     for (const [key, signature] of listed) {
       const stream = WAL_DIR.exec(key)?.[1];
-      if (stream !== undefined && key > (this.#streams.get(stream) ?? "")) this.#streams.set(stream, key);
+      if (stream !== undefined) {
+        const seen = this.#streams.get(stream) ?? [];
+        if (key > (seen.at(-1)?.key ?? "")) seen.push({ key, at });
+        while (seen.length > 1 && seen[1]!.at <= at - LOOKBACK_MS) seen.shift();
+        this.#streams.set(stream, seen);
+      }
       if (this.#known.get(key) === signature) continue;
+      if (!this.#known.has(key)) this.#knownAt.set(key, at);
       this.#known.set(key, signature);
       const fetch = this.#fetch(key, signature, lastModified.get(key)!, at);
       this.#fetches.add(fetch);
       void fetch.finally(() => this.#fetches.delete(fetch));
     }
     if (!full) return;
+    // A key a WAL-directory poll found after this listing began may be missing from it.
+    const since = (key: string) => this.#knownAt.get(key) ?? 0;
     for (const key of [...this.#known.keys()]) {
-      if (listed.has(key)) continue;
+      if (listed.has(key) || since(key) >= startedAt) continue;
       this.#known.delete(key);
+      this.#knownAt.delete(key);
       this.#present.delete(key);
       rmSync(join(this.root, key), { force: true });
       this.events.push({ at, kind: "delete", path: key });
     }
-    for (const [stream, newest] of [...this.#streams]) {
-      if (!listed.has(newest)) this.#streams.delete(stream); // retention or a new generation: listed in full again
+    for (const [stream, seen] of [...this.#streams]) {
+      const newest = seen.at(-1)!.key;
+      if (!listed.has(newest) && since(newest) < startedAt) this.#streams.delete(stream); // gone: retention or a new generation
     }
   }
 
@@ -265,7 +293,7 @@ export class S3Watcher implements TargetWatcher {
     if (this.#closed) return;
     this.#closed = true;
     await this.#loop;
-    await this.#poll();
+    await this.#poll(true);
     while (this.#fetches.size > 0) await Promise.all([...this.#fetches]);
   }
 
