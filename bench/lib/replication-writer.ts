@@ -21,6 +21,8 @@ export interface WriterConfig {
   /** Stop after this many transactions, if given. */
   readonly count?: number;
   readonly synchronous: "NORMAL" | "FULL";
+  /** The writer's `wal_autocheckpoint` (default: SQLite's, 1000 frames; 0 turns its own checkpoints off). */
+  readonly walAutocheckpoint?: number;
   /** First sequence number (default 1). */
   readonly startSeq?: number;
   /** Prefix of the output files. */
@@ -51,6 +53,7 @@ function main(): void {
   const mode = String(db.pragma("journal_mode = WAL", { simple: true }));
   if (mode !== "wal") throw new Error(`writer: ${cfg.db} is in ${mode} mode, expected wal`);
   db.pragma(`synchronous = ${cfg.synchronous}`);
+  if (cfg.walAutocheckpoint !== undefined) db.pragma(`wal_autocheckpoint = ${cfg.walAutocheckpoint}`);
   const insert = db.prepare("INSERT INTO bench_seq (seq, written_at, marker) VALUES (?, ?, ?)");
   const limit = cfg.count ?? Number.POSITIVE_INFINITY;
   const capacity = Math.min(limit, cfg.rate > 0 ? Math.ceil(((cfg.durationMs ?? 0) / 1000) * cfg.rate) + 16 : 1 << 20);

@@ -200,7 +200,7 @@ const PASS_GAP_FACTOR = 2;
  */
 const MAX_PASS_GAP_MS = 50;
 
-/** Below the checkpoint threshold, the pin moves forward at most this often (ms). */
+/** Unless a checkpoint of ours is due, the pin moves forward at most this often (ms). */
 const PIN_ROTATE_MS = 1000;
 
 /** How often the WAL index is probed for new commits (ms). */
@@ -912,13 +912,22 @@ export class Replicator {
     if (!this.#generation) return;
     if (await this.#databaseReplaced()) return;
     if (!this.#pins || !this.#position) return;
-    // The pin moves forward only when a checkpoint is near (or once a second): any pin, however
-    // old, keeps unshipped frames safe, and each move lets the app's own auto-checkpoint copy
-    // pages and fsync again at its next commit (dozens of times a second if moved every pass).
+    // The pin moves forward only right before a checkpoint of ours (or once a second): any pin,
+    // however old, keeps unshipped frames safe, and each move lets the app's own auto-checkpoint
+    // (which runs after every commit while the WAL has more than 1000 frames) copy pages and
+    // fsync again at its next commit, inside that commit. Moving it at every pass past the
+    // threshold, as before, cost a writer with synchronous=FULL about 7 points of throughput
+    // (bracketed A/B, 5 rounds: 80.4% vs 87.1% of unreplicated; NORMAL 85.1% vs 87.2%).
+    const checkpointDue =
+      this.#position.frame > this.#o.checkpointPages &&
+      !this.#checkpointing &&
+      (this.#lockedCheckpointDue ||
+        Date.now() >= this.#nextCheckpointAt ||
+        this.#position.frame > this.#o.emergencyCheckpointPages);
     const rotate =
       !this.#continuity ||
       !this.#pins.some((p) => p.inTransaction) ||
-      this.#position.frame >= this.#o.checkpointPages ||
+      checkpointDue ||
       Date.now() - this.#rotatedAt >= PIN_ROTATE_MS;
     const previousPin = rotate ? this.#pin() : null;
     if (rotate) this.#rotatedAt = Date.now();
