@@ -755,6 +755,15 @@ function report(
   if (tput.length > 0) {
     parts.push(`## 2. Writer overhead (as many transactions as possible for ${P.throughputSeconds} s)`);
     parts.push("");
+    /** A run's tx/s over the mean of the unreplicated runs of its setting right before and after it. */
+    const bracketed = (run: (typeof tput)[number]): number => {
+      const at = tput.indexOf(run);
+      const same = (r: (typeof tput)[number]) => r.spec === "none" && r.synchronous === run.synchronous;
+      const before = tput.slice(0, at).findLast(same);
+      const after = tput.slice(at + 1).find(same);
+      const bases = [before, after].filter((r) => r !== undefined).map((r) => r.txPerSec);
+      return bases.length ? run.txPerSec / (bases.reduce((a, b) => a + b, 0) / bases.length) : Number.NaN;
+    };
     const rows: (string | number)[][] = [];
     for (const sync of ["NORMAL", "FULL"] as const) {
       const none = median(tput.filter((r) => r.spec === "none" && r.synchronous === sync).map((r) => r.txPerSec));
@@ -780,6 +789,7 @@ function report(
                   ),
                 1,
               )}%`,
+          id === "none" ? "-" : `${fmt(100 * median(runs.map((r) => bracketed(r))), 1)}%`,
           fmt(Math.max(...runs.map((r) => r.maxStatementMs)), 1),
           fmt(median(runs.map((r) => r.p99StatementMs)), 2),
           id === "none"
@@ -801,6 +811,7 @@ function report(
           "per run",
           "% of unreplicated (medians)",
           "median of per-round ratios",
+          "median of bracketed ratios",
           "longest statement ms",
           "p99 statement ms",
           "target caught up s after writer stopped",
@@ -1001,7 +1012,7 @@ function localMethod(): string {
 - **"Durable on the target".** Both tools write each object to a temp file, fsync it and rename it into place, so an object is durable when it appears under its final name. The bench watches the whole target tree with inotify (\`fs.watch\` per directory, added as directories appear, plus a scan of each new directory) and records when each object first appears. After the run it decodes every WAL object (Lifeboat: \`.seg\` = JSON header + zstd body (gzip before session 4); Litestream: \`.wal.lz4\` = LZ4 frames of raw WAL frames, decoded by a small built-in LZ4 decoder checked against the \`lz4\` CLI) and takes the highest \`SEQ:\` marker in its page images. That is exactly the last writer transaction the object holds: a page image with row *k* exists only after transaction *k* committed, both tools ship only committed frames, and the page written by transaction *k* contains row *k*. The lag of transaction *k* = (first time an object holding a marker ≥ *k* appeared) − (its commit time). Both tools are measured by this same method. All processes read the same clock.
 - **Lifeboat cross-checks.** Lifeboat's \`shipped\` events (\`lastTxn\` is generation-relative; with the snapshot at transaction 0 and only the writer writing, transaction *k* is writer row *k*, verified per segment: marker = header \`lastTxn\`) give a second lag figure from the event's \`time\` (stamped after the target's put resolved: fsynced, renamed, directory fsynced). Event time − first-seen time and first-seen − file mtime show the watcher's view agrees to a few ms. Each segment header's per-transaction \`observedAt\` and the \`spooled\`/\`shipped\` event times split Lifeboat's lag into detection (commit → observed), encode + compress + spool fsync, and upload.
 - **Correctness.** After each run the replicator is stopped (SIGTERM) and the target is restored with the tool's own command (\`lifeboat restore DB --to DIR --output X --yes\`, \`litestream restore -config F -o X DB\`); the restored \`bench_seq\` must have exactly the writer's rows and max(seq). In the restore test every table's row count and the whole database's content hash (\`databaseContentHash\` from @lifeboat/testkit) must equal the source's.
-- **Writer overhead.** The same writer with \`rate = 0\` for ${P.throughputSeconds} s: no replication, Lifeboat, Litestream (defaults), ${P.throughputRounds} rounds interleaved, both \`synchronous=NORMAL\` (what Litestream's docs recommend; CPU-bound, ~1 page per transaction) and \`FULL\` (SQLite's default; fsync per commit). "Caught up" is when the last transaction was durable on the target. "Longest statement" is measured by the writer itself (any stall a replicator causes shows there, whatever the replicator reports); Lifeboat's own \`writeLockMs\` is reported next to it.
+- **Writer overhead.** The same writer with \`rate = 0\` for ${P.throughputSeconds} s: no replication, Lifeboat, Litestream (defaults), ${P.throughputRounds} rounds, each replicated run between two unreplicated ones of the same setting (one more unreplicated run per setting closes the last round; "bracketed ratio" = a run's tx/s over the mean of those two, which cancels the machine's drift within a round), both \`synchronous=NORMAL\` (what Litestream's docs recommend; CPU-bound, ~1 page per transaction) and \`FULL\` (SQLite's default; fsync per commit). "Caught up" is when the last transaction was durable on the target. "Longest statement" is measured by the writer itself (any stall a replicator causes shows there, whatever the replicator reports); Lifeboat's own \`writeLockMs\` is reported next to it.
 - **Restore.** \`createFixtureDatabase({ sizeMB: ${P.fixtureMB}, seed: 1, journalMode: "wal" })\` plus the \`bench_seq\` table, copied for each tool; replication started (snapshot), ${fmt(P.restoreTxns)} writer transactions as fast as possible, wait until on the target, stop. Then each restore command is timed as a whole process (spawn to exit, ${P.restoreRepeats} repeats interleaved, page cache warm for both): Lifeboat latest, Lifeboat \`--to-txn ${P.restoreTxns}\` (writer row *k* = transaction *k*), Litestream latest (its default \`-parallelism 8\`). Lifeboat restores run its default \`--integrity quick\` check before the rename; Litestream's restore runs no integrity check.
 - **Storage requests.** Both tools at once, each on its own database and target: writes (a new object, or an object whose inode/size/mtime changed) and deletes seen by the inotify watcher over ${P.busySeconds} s at ${P.busyRate} tx/s, then (after 5 s for the tail) over ${P.idleSeconds} s idle; × 3600 / window. Reads (GET/HEAD/LIST) are not visible on a file system and are not counted; from the code, each Lifeboat lease renewal is a GET + PUT, and Litestream's file replica lists directories on start-up and on retention checks.
 - **Memory/CPU.** The replicator process's VmRSS is sampled every 100 ms from /proc/PID/status and VmHWM read just before stopping it; CPU = utime + stime over the sampled window. Lifeboat's process is \`apps/cli/dist/bin.js\` run as a user runs \`lifeboat\` (through its shebang, \`env -S node --max-semi-space-size=4\`; \`env\` execs node, so the pid is the replicator's); Litestream's is the Go binary (not the npm \`.bin\` wrapper).
@@ -1079,13 +1090,19 @@ async function main(): Promise<void> {
       }
     }
     if (only.has("throughput")) {
+      // Each replicated run sits between two unreplicated ones of the same setting (bracketed):
+      // the machine's speed drifts within a round, so its ratio uses the mean of both.
       for (let round = 1; round <= P.throughputRounds; round++) {
         for (const sync of ["NORMAL", "FULL"] as const) {
-          for (const spec of [null, LIFEBOAT, LITESTREAM_DEFAULT]) {
+          for (const spec of [null, LIFEBOAT, null, LITESTREAM_DEFAULT]) {
             log(`throughput: ${spec?.id ?? "none"} ${sync}, round ${round}`);
             tput.push(await throughputRun(spec, sync, round));
           }
         }
+      }
+      for (const sync of ["NORMAL", "FULL"] as const) {
+        log(`throughput: none ${sync}, closing bracket`);
+        tput.push(await throughputRun(null, sync, P.throughputRounds + 1));
       }
     }
     if (only.has("restore")) {
