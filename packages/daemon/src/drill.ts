@@ -86,11 +86,17 @@ export async function runRestoreDrill(db: DatabaseContext, options: DrillOptions
         continue;
       }
       checks.push(await drillLatest(quiet, named.name, newest, join(dir, `${named.name}-latest.db`), options));
-      const first = newest.snapshots.find((s) => s.integrity.ok)!;
-      const from = Date.parse(first.createdAt);
-      const to = newest.to ? Date.parse(newest.to) : from;
-      if (newest.segments.length > 0 && to > from) {
-        const at = Math.floor(from + random() * (to - from));
+      // A random moment inside a restorable window (weighted by length): a target that missed
+      // transactions (an outage longer than the queue) has more than one, and the gap between
+      // them is refused by design.
+      const spans = newest.windows
+        .map((w) => ({ from: Date.parse(w.from), to: Date.parse(w.to) }))
+        .filter((w) => w.to > w.from);
+      const total = spans.reduce((n, w) => n + (w.to - w.from), 0);
+      if (newest.segments.length > 0 && total > 0) {
+        let offset = random() * total;
+        const span = spans.find((w) => (offset -= w.to - w.from) < 0) ?? spans.at(-1)!;
+        const at = Math.floor(span.to + offset);
         checks.push(await drillPoint(quiet, named.name, newest, at, join(dir, `${named.name}-point.db`), options));
       }
     }

@@ -65,7 +65,8 @@ export interface GenerationInfo {
   /**
    * The stretches a restore can reach, oldest first: each starts at a good snapshot and runs
    * through the segments that follow it without a gap. More than one only when transactions are
-   * missing in between (a target that was down longer than the local queue could hold).
+   * missing in between (a target that was down longer than the local queue could hold); two
+   * windows can also touch (a snapshot right after the last archived transaction).
    */
   readonly windows: readonly RestoreWindow[];
 }
@@ -75,7 +76,7 @@ export interface RestoreWindow {
   readonly toTxn: number;
   /** The window's first snapshot's time. */
   readonly from: string;
-  /** The observed time of its last transaction (or its newest snapshot's time, if later). */
+  /** The observed time of its last archived transaction (its first snapshot's time if it has none). */
   readonly to: string;
 }
 
@@ -123,25 +124,27 @@ export async function listGenerations(repo: Repository, options: OperationOption
   });
 }
 
-/** One pass over snapshots and segments, both in transaction order. */
+/**
+ * One pass over snapshots and segments, both in transaction order. A window's end time is its
+ * last transaction's observed time (a snapshot's `createdAt` is later than its content: it is set
+ * after the upload), or its first snapshot's time when no segment follows it. A snapshot extends
+ * a window only when its position is inside it; one just past the end starts the next window, as
+ * no time of the transaction between is archived.
+ */
 function restoreWindows(snaps: readonly SnapshotManifest[], segments: readonly SegmentKeyInfo[]): RestoreWindow[] {
   const windows: { fromTxn: number; toTxn: number; from: string; to: number }[] = [];
   let j = 0;
   for (const snap of snaps) {
     let w = windows.at(-1);
-    const created = Date.parse(snap.createdAt);
-    if (w && snap.position <= w.toTxn + 1) {
-      w.toTxn = Math.max(w.toTxn, snap.position);
-      w.to = Math.max(w.to, created);
-    } else {
-      w = { fromTxn: snap.position, toTxn: snap.position, from: snap.createdAt, to: created };
+    if (!w || snap.position > w.toTxn) {
+      w = { fromTxn: snap.position, toTxn: snap.position, from: snap.createdAt, to: Date.parse(snap.createdAt) };
       windows.push(w);
     }
     for (; j < segments.length && segments[j]!.firstTxn <= w.toTxn + 1; j++) {
       const seg = segments[j]!;
       if (seg.lastTxn <= w.toTxn) continue;
       w.toTxn = seg.lastTxn;
-      w.to = Math.max(w.to, seg.lastObservedAt);
+      w.to = seg.lastObservedAt;
     }
   }
   return windows.map((w) => ({ ...w, to: new Date(w.to).toISOString() }));
@@ -254,11 +257,11 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
       const t = options.toTime;
       window = g.windows.filter((w) => Date.parse(w.from) <= t).at(-1)!;
       const next = g.windows[g.windows.indexOf(window) + 1];
-      if (next && t >= Date.parse(window.to)) {
+      if (next && t > Date.parse(window.to)) {
         // Between two windows: the transactions of that stretch are missing on this target.
         throw new LifeboatError(
           ErrorCodes.NO_RESTORE_POINT,
-          `${new Date(t).toISOString()} is not restorable from ${named.name}: generation ${g.generation} cannot be restored to transactions ${window.toTxn + 1}-${next.fromTxn - 1} there (committed between ${window.to} and ${next.from}; they are missing on this target).`,
+          `${new Date(t).toISOString()} is not restorable from ${named.name}: generation ${g.generation} lacks the transactions after ${window.toTxn} up to its snapshot at ${next.fromTxn} there (committed between ${window.to} and ${next.from}).`,
           {
             hint: `Restore to ${window.to} or earlier, or ${next.from} or later, or from another target (--from). Windows: ${describeWindows(g.windows)}.`,
           },

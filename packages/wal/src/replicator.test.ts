@@ -309,7 +309,9 @@ describe("the local queue", () => {
     const warning = events.find((e) => e.type === "error" && /passed its bound/.test(e.error.message));
     expect(warning, "an event says transactions were dropped before the target got them").toBeDefined();
     if (warning?.type !== "error") throw new Error("unreachable");
-    expect(warning.error.message).toMatch(/transactions 2-\d+ were dropped before local received them/);
+    expect(warning.error.message).toMatch(
+      /on local, points after transaction 1 cannot be restored, up to the new snapshot/,
+    );
     expect(warning.error.hint).toMatch(/queueMaxSize/);
 
     rmSync(target);
@@ -344,7 +346,9 @@ describe("the local queue", () => {
     await expect(
       restoreToPoint(db, { toTime: midOutage, output: join(dir, "mid.db") }),
       "a time whose transactions are missing is refused, not answered with another state",
-    ).rejects.toThrow(/is not restorable from local: .* missing on this target/);
+    ).rejects.toThrow(
+      /is not restorable from local: generation \w+ lacks the transactions after 1 up to its snapshot at \d+ there/,
+    );
 
     const [generation] = await listGenerations(new Repository(db.targets[0]!, db.name));
     expect(generation!.windows).toHaveLength(2);

@@ -1314,25 +1314,30 @@ export class Replicator {
     const needed = Math.min(...this.#targets.map((t) => (t.generation === generation ? t.saved : 0)));
     let total = this.spool.queuedBytes(generation);
     const remove: SpooledSegment[] = [];
-    const behind = new Set<TargetState>();
     for (const s of segments.slice(0, -1)) {
       if (s.lastTxn > needed && total <= this.#o.queueMaxBytes) break;
       remove.push(s);
       total -= s.size;
-      for (const t of this.#targets) if (t.generation === generation && t.shipped < s.lastTxn) behind.add(t);
     }
+    if (remove.length === 0) return;
     await this.spool.remove(remove);
-    if (behind.size === 0) return;
-    const names = [...behind].map((t) => t.repo.named.name).join(", ");
-    const shipped = Math.min(...[...behind].map((t) => t.shipped));
-    const dropped = remove.filter((s) => s.lastTxn > shipped);
+    // Who lost its place is decided after the unlinks: a snapshot or a new generation may have
+    // moved a target past the dropped range meanwhile.
+    if (this.#generation !== generation) return;
+    const lastDropped = remove.at(-1)!.lastTxn;
+    const behind = this.#targets.filter((t) => t.generation === generation && t.shipped < lastDropped);
+    if (behind.length === 0) return;
     for (const t of behind) t.generation = null; // lost its place: needs a new snapshot
+    const lacks = behind
+      .map((t) => `on ${t.repo.named.name}, points after transaction ${t.shipped} cannot be restored`)
+      .join("; ");
+    const names = behind.map((t) => t.repo.named.name).join(", ");
     this.#emit({
       type: "error",
       database: this.db.name,
       error: new LifeboatError(
         ErrorCodes.STORAGE_ERROR,
-        `The local queue of ${this.db.name} passed its bound of ${this.#o.queueMaxBytes} bytes: transactions ${Math.max(shipped + 1, dropped[0]!.firstTxn)}-${dropped.at(-1)!.lastTxn} were dropped before ${names} received them. Nothing is lost from the database; ${names} gets a new snapshot when it is reachable again, and cannot restore to points inside that range.`,
+        `The local queue of ${this.db.name} passed its bound of ${this.#o.queueMaxBytes} bytes and dropped segments not yet shipped (up to transaction ${lastDropped}): ${lacks}, up to the new snapshot each gets when it is reachable again. Nothing is lost from the database itself.`,
         {
           plugin: "wal",
           hint: `Bring ${names} back, or raise replication.queueMaxSize (the queue is in ${this.spool.dir}).`,
@@ -1382,6 +1387,7 @@ export class Replicator {
         const pending = (await this.spool.list(generation)).filter((s) => s.lastTxn > t.shipped);
         if (pending.length === 0) break;
         for (const segment of pending) {
+          if (segment.lastTxn <= t.shipped) continue; // a snapshot shipped meanwhile covers it
           if (segment.firstTxn > t.shipped + 1) {
             t.generation = null; // a gap: the queue dropped what this target needed
             this.#kick(t);
@@ -1421,7 +1427,7 @@ export class Replicator {
       encodeChain(this.db.codecs, body),
       this.db.codecs.length === 0 ? { contentLength: segment.size } : {},
     );
-    t.shipped = segment.lastTxn;
+    t.shipped = Math.max(t.shipped, segment.lastTxn); // a snapshot may have moved it further meanwhile
     this.#emit({
       type: "shipped",
       database: this.db.name,
@@ -1448,8 +1454,10 @@ export class Replicator {
             cause: error,
             plugin: t.repo.target.type,
           });
-    // Reported when the target starts failing, and again when the reason changes.
-    const first = !t.failing || t.failing.message !== wrapped.message;
+    // Reported when the target starts failing, and again when the kind of failure changes (not
+    // at every retry: messages name keys and attempt counts).
+    const kind = (e: LifeboatError) => `${e.code}:${e.operation ?? ""}:${e.plugin ?? ""}`;
+    const first = !t.failing || kind(t.failing) !== kind(wrapped);
     t.failing = wrapped;
     const retryInMs = t.backoffMs;
     t.backoffMs = Math.min(t.backoffMs * 2, 30_000);

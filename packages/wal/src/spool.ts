@@ -163,11 +163,17 @@ export class Spool {
 
   /** Removes segments from the queue: unlinked a few at a time, then dropped from the listing. */
   async remove(segments: readonly SpooledSegment[]): Promise<void> {
-    const files = segments.map((s) => s.file);
-    for (let i = 0; i < files.length; i += REMOVE_CONCURRENCY) {
-      await Promise.all(files.slice(i, i + REMOVE_CONCURRENCY).map((file) => rm(file, { force: true })));
+    const gone = new Set<string>();
+    let failure: unknown;
+    for (let i = 0; i < segments.length && failure === undefined; i += REMOVE_CONCURRENCY) {
+      const batch = segments.slice(i, i + REMOVE_CONCURRENCY).map((s) => s.file);
+      const results = await Promise.allSettled(batch.map((file) => rm(file, { force: true })));
+      results.forEach((r, j) => {
+        if (r.status === "fulfilled") gone.add(batch[j]!);
+        else failure ??= fsError(r.reason, "remove", batch[j]!, "wal");
+      });
     }
-    const gone = new Set(files);
+    // The listing loses what is gone even when an unlink failed (then thrown after).
     for (const generation of new Set(segments.map((s) => s.generation))) {
       const listed = this.#index.get(generation);
       if (listed)
@@ -176,6 +182,7 @@ export class Spool {
           listed.filter((s) => !gone.has(s.file)),
         );
     }
+    if (failure !== undefined) throw failure;
   }
 
   /** Removes whole generations other than `keep`. */
