@@ -95,8 +95,15 @@ export async function runRestoreDrill(db: DatabaseContext, options: DrillOptions
       const total = spans.reduce((n, w) => n + (w.to - w.from), 0);
       if (newest.segments.length > 0 && total > 0) {
         let offset = random() * total;
-        const span = spans.find((w) => (offset -= w.to - w.from) < 0) ?? spans.at(-1)!;
-        const at = Math.floor(span.to + offset);
+        let span = spans.at(-1)!;
+        for (const w of spans) {
+          if (offset < w.to - w.from) {
+            span = w;
+            break;
+          }
+          offset -= w.to - w.from;
+        }
+        const at = Math.floor(Math.min(span.from + offset, span.to));
         checks.push(await drillPoint(quiet, named.name, newest, at, join(dir, `${named.name}-point.db`), options));
       }
     }
