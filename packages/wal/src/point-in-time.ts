@@ -131,7 +131,10 @@ export async function listGenerations(repo: Repository, options: OperationOption
  * a window only when its position is inside it; one just past the end starts the next window, as
  * no time of the transaction between is archived.
  */
-function restoreWindows(snaps: readonly SnapshotManifest[], segments: readonly SegmentKeyInfo[]): RestoreWindow[] {
+export function restoreWindows(
+  snaps: readonly SnapshotManifest[],
+  segments: readonly SegmentKeyInfo[],
+): RestoreWindow[] {
   const windows: { fromTxn: number; toTxn: number; from: string; to: number }[] = [];
   let j = 0;
   for (const snap of snaps) {
