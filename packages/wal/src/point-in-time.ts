@@ -58,7 +58,7 @@ export interface GenerationInfo {
   readonly to: string | null;
   /** Last transaction number on the target (0: snapshots only), restorable or not. */
   readonly lastTxn: number;
-  /** Transactions that are restorable without a gap after the earliest snapshot. */
+  /** Transactions that are restorable without a gap after the earliest good snapshot (the first window's end). */
   readonly continuousTo: number;
   /** The newest restorable transaction: what a restore without a point reaches. */
   readonly restorableTo: number;
@@ -100,10 +100,6 @@ export async function listGenerations(repo: Repository, options: OperationOption
     const segments = (segmentsByGen.get(generation) ?? []).sort(
       (a, b) => a.firstTxn - b.firstTxn || a.lastTxn - b.lastTxn,
     );
-    let continuousTo = snaps[0]?.position ?? 0;
-    for (const s of segments) {
-      if (s.firstTxn <= continuousTo + 1 && s.lastTxn > continuousTo) continuousTo = s.lastTxn;
-    }
     const windows = restoreWindows(
       snaps.filter((m) => m.integrity.ok),
       segments,
@@ -117,7 +113,7 @@ export async function listGenerations(repo: Repository, options: OperationOption
       from: windows[0]?.from ?? snaps[0]?.createdAt ?? null,
       to: newest?.to ?? newestSnap?.createdAt ?? null,
       lastTxn: segments.at(-1)?.lastTxn ?? newestSnap?.position ?? 0,
-      continuousTo,
+      continuousTo: windows[0]?.toTxn ?? 0,
       restorableTo: newest?.toTxn ?? 0,
       windows,
     };
@@ -258,8 +254,9 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
       txn = n;
     } else if (options.toTime !== undefined) {
       const t = options.toTime;
-      window = g.windows.filter((w) => Date.parse(w.from) <= t).at(-1)!;
-      const next = g.windows[g.windows.indexOf(window) + 1];
+      const at = g.windows.findLastIndex((w) => Date.parse(w.from) <= t);
+      window = g.windows[at]!;
+      const next = g.windows[at + 1];
       if (next && t > Date.parse(window.to)) {
         // Between two windows: the transactions of that stretch are missing on this target.
         throw new LifeboatError(

@@ -1280,7 +1280,6 @@ export class Replicator {
     });
   }
 
-  /** Drops the oldest queued segments past the size bound; targets that still needed them re-snapshot. */
   /**
    * Removes queued segments every target has shipped and saved (the newest stays, for #resume),
    * and past `queueMaxBytes` the oldest ones, whatever their state. One run at a time; a call
@@ -1312,7 +1311,7 @@ export class Replicator {
     if (!generation) return;
     const segments = await this.spool.list(generation);
     const needed = Math.min(...this.#targets.map((t) => (t.generation === generation ? t.saved : 0)));
-    let total = this.spool.queuedBytes(generation);
+    let total = segments.reduce((n, s) => n + s.size, 0);
     const remove: SpooledSegment[] = [];
     for (const s of segments.slice(0, -1)) {
       if (s.lastTxn > needed && total <= this.#o.queueMaxBytes) break;

@@ -39,6 +39,8 @@ export class Spool {
    * read and no stat per file after the first.
    */
   readonly #index = new Map<string, SpooledSegment[]>();
+  /** Bytes of each listed generation's segments, kept with `#index` (read at every pass). */
+  readonly #bytes = new Map<string, number>();
 
   constructor(readonly dir: string) {}
 
@@ -96,6 +98,7 @@ export class Spool {
     const listed = this.#index.get(header.generation);
     if (listed) {
       listed.push(segment);
+      this.#bytes.set(header.generation, (this.#bytes.get(header.generation) ?? 0) + size);
       if (listed.length > 1 && listed.at(-2)!.firstTxn > segment.firstTxn)
         listed.sort((a, b) => a.firstTxn - b.firstTxn);
       // Only the newest segments keep their bytes in memory (older ones were dropped before).
@@ -119,6 +122,10 @@ export class Spool {
     if (listed) return [...listed];
     const found = await this.#read(generation);
     this.#index.set(generation, found);
+    this.#bytes.set(
+      generation,
+      found.reduce((n, seg) => n + seg.size, 0),
+    );
     return [...found];
   }
 
@@ -156,9 +163,7 @@ export class Spool {
 
   /** Bytes of a generation's listed segments (0 before its first listing). */
   queuedBytes(generation: string): number {
-    let total = 0;
-    for (const s of this.#index.get(generation) ?? []) total += s.size;
-    return total;
+    return this.#bytes.get(generation) ?? 0;
   }
 
   /** Removes segments from the queue: unlinked a few at a time, then dropped from the listing. */
@@ -176,11 +181,13 @@ export class Spool {
     // The listing loses what is gone even when an unlink failed (then thrown after).
     for (const generation of new Set(segments.map((s) => s.generation))) {
       const listed = this.#index.get(generation);
-      if (listed)
-        this.#index.set(
-          generation,
-          listed.filter((s) => !gone.has(s.file)),
-        );
+      if (!listed) continue;
+      const kept = listed.filter((s) => !gone.has(s.file));
+      this.#index.set(generation, kept);
+      this.#bytes.set(
+        generation,
+        kept.reduce((n, seg) => n + seg.size, 0),
+      );
     }
     if (failure !== undefined) throw failure;
   }
@@ -190,7 +197,11 @@ export class Spool {
     const root = join(this.dir, "segments");
     const names = await readdir(root).catch(() => [] as string[]);
     for (const name of names) if (name !== keep) await rm(join(root, name), { recursive: true, force: true });
-    for (const generation of [...this.#index.keys()]) if (generation !== keep) this.#index.delete(generation);
+    for (const generation of [...this.#index.keys()]) {
+      if (generation === keep) continue;
+      this.#index.delete(generation);
+      this.#bytes.delete(generation);
+    }
   }
 
   async totalBytes(generation: string): Promise<number> {
