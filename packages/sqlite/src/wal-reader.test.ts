@@ -194,6 +194,30 @@ describe("scanWal on WAL files written by SQLite", () => {
     }
   });
 
+  it("reads with synchronous calls when asked: the same result, and no other work runs before it ends", async () => {
+    const f = walFixture();
+    const full = await readWalTransactions(`${f.path}-wal`, { pageRecords: 1 << 30 });
+    let ran = false;
+    setImmediate(() => {
+      ran = true;
+    });
+    const sync = await readWalTransactions(`${f.path}-wal`, { pageRecords: 1 << 30, sync: true, chunkSize: 4096 + 24 });
+    expect(ran, "a callback queued before the scan ran during it").toBe(false);
+    expect(shape(sync.transactions)).toEqual(shape(full.transactions));
+    expect(sync.result).toEqual(full.result);
+    // The asynchronous scan does let it run (so the check above can fail).
+    await readWalTransactions(`${f.path}-wal`, { chunkSize: 4096 + 24 });
+    expect(ran).toBe(true);
+    const middle = full.transactions[Math.floor(full.transactions.length / 2)]!;
+    const resumed = await readWalTransactions(`${f.path}-wal`, { after: middle.end, sync: true });
+    expect(shape(resumed.transactions)).toEqual(
+      shape(full.transactions.filter((t) => t.firstFrame > middle.end.frame)),
+    );
+    expect((await readWalTransactions(join(dir, "gone-wal"), { after: middle.end, sync: true })).result.reset).toBe(
+      "missing",
+    );
+  });
+
   it("copies the committed frames as page records when asked, within its limit, whatever the read size", async () => {
     const f = walFixture();
     const wal = readFileSync(`${f.path}-wal`);

@@ -11,6 +11,7 @@
  * later (the replicator, snapshots) holds a read transaction on the database, which stops SQLite
  * from resetting the WAL under it.
  */
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { ErrorCodes, LifeboatError } from "@lifeboat/core";
 import { checksumFrame, needsSwap, walChecksum } from "./wal-checksum.js";
@@ -167,6 +168,12 @@ export interface WalScanOptions {
    */
   readonly pageRecordsBuffer?: ArrayBuffer;
   readonly signal?: AbortSignal;
+  /**
+   * Read with synchronous calls: the scan then never lets the event loop run other work before it
+   * ends. For a caller holding the database's write lock (every millisecond of it stalls the
+   * app's writers) reading the few frames committed since its last scan.
+   */
+  readonly sync?: boolean;
 }
 
 /** A scan in progress: iterate it for the committed transactions, then read `result`. */
@@ -381,9 +388,9 @@ async function* runScan(
 ): AsyncGenerator<WalTransaction[], void, undefined> {
   const after = options.after;
   const maxFrame = options.maxFrame ?? Number.POSITIVE_INFINITY;
-  let handle: Awaited<ReturnType<typeof open>>;
+  let handle: WalFileHandle;
   try {
-    handle = await open(path, "r");
+    handle = options.sync ? openWalSync(path) : await open(path, "r");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
     finish(noHeaderResult(null, 0, after, after && after.frame > 0 ? "missing" : null));
@@ -573,9 +580,26 @@ function noHeaderResult(
   };
 }
 
+/** What a scan needs of an open file: `fs/promises`' FileHandle, or a synchronous stand-in. */
+interface WalFileHandle {
+  stat(): Promise<{ size: number }>;
+  read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  close(): Promise<void>;
+}
+
+/** A file read with synchronous calls behind the FileHandle shape: awaiting it lets no other work run. */
+function openWalSync(path: string): WalFileHandle {
+  const fd = openSync(path, "r");
+  return {
+    stat: async () => fstatSync(fd),
+    read: async (buf, offset, length, position) => ({ bytesRead: readSync(fd, buf, offset, length, position) }),
+    close: async () => closeSync(fd),
+  };
+}
+
 /** Reads until `length` bytes (into `buf` at `offset`) or the end of the file; returns the bytes read. */
 async function readFully(
-  handle: Awaited<ReturnType<typeof open>>,
+  handle: WalFileHandle,
   buf: Buffer,
   offset: number,
   length: number,

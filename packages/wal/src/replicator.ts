@@ -1222,6 +1222,7 @@ export class Replicator {
       const { transactions, result } = await readWalTransactions(this.walPath, {
         after: this.#position,
         pageRecords: LOCKED_READ_MAX_BYTES,
+        sync: true, // under the lock: no other work of ours may run before the checkpoint
       });
       if (result.reset) {
         aborted = true; // the next pass sorts the reset out, without the lock
