@@ -122,7 +122,7 @@ async function pruneTarget(
   }));
   const guarded = chainProtectedSnapshots(chainSnapshots, segments);
   if (policy.keepPointInTimeMs !== undefined) {
-    const window = pointInTimeProtected(chainSnapshots, policy.keepPointInTimeMs, options.now ?? Date.now());
+    const window = pointInTimeProtected(chainSnapshots, policy.keepPointInTimeMs, options.now ?? Date.now(), segments);
     for (const [id, reason] of window) if (!guarded.has(id)) guarded.set(id, reason);
   }
   const byId = new Map(snapshots.map((s) => [s.manifest.id, s]));

@@ -79,6 +79,8 @@ describe("keepPointInTime", () => {
         snapshotAt: fc.uniqueArray(fc.integer({ min: 0, max: 30 }), { minLength: 1, maxLength: 4 }),
         segmentSize: fc.integer({ min: 1, max: 5 }),
         damaged: fc.array(fc.boolean(), { minLength: 4, maxLength: 4 }),
+        // Segments a target lost (an outage longer than the queue): gaps in the archive.
+        lost: fc.array(fc.boolean(), { maxLength: 8 }),
       }),
       { minLength: 1, maxLength: 5 },
     )
@@ -104,8 +106,9 @@ describe("keepPointInTime", () => {
               ok: i === 0 ? true : !g.damaged[i],
             });
           });
-        for (let first = 1; first <= g.txns; first += g.segmentSize) {
+        for (let first = 1, j = 0; first <= g.txns; first += g.segmentSize, j++) {
           const last = Math.min(g.txns, first + g.segmentSize - 1);
+          if (g.lost[j]) continue;
           segments.push({ generation, firstTxn: first, lastTxn: last, lastObservedAt: times[last]! });
         }
         clock = times.at(-1)! + HOUR / 2;
@@ -136,7 +139,7 @@ describe("keepPointInTime", () => {
       fc.property(history, fc.integer({ min: 1, max: 80 }), ({ snapshots, segments, txnTimes }, windowHours) => {
         const windowMs = windowHours * HOUR;
         const kept = new Set([
-          ...pointInTimeProtected(snapshots, windowMs, now).keys(),
+          ...pointInTimeProtected(snapshots, windowMs, now, segments).keys(),
           ...chainProtectedSnapshots(snapshots, segments).keys(),
         ]);
         const keptSnapshots = snapshots.filter((s) => kept.has(s.id));
@@ -168,8 +171,23 @@ describe("keepPointInTime", () => {
       createdAt: now - hoursAgo * HOUR,
     });
     const snapshots = [snap("a", 0, 50), snap("a", 10, 30), snap("a", 20, 20), snap("b", 0, 5), snap("b", 3, 2)];
-    expect([...pointInTimeProtected(snapshots, 24 * HOUR, now).keys()]).toEqual(["a-10", "b-0"]);
-    expect(pointInTimeProtected(snapshots, 24 * HOUR, now).get("a-10")).toMatch(/last 1d/);
+    const contiguous = [
+      { generation: "a", firstTxn: 1, lastTxn: 25 },
+      { generation: "b", firstTxn: 1, lastTxn: 4 },
+    ];
+    expect([...pointInTimeProtected(snapshots, 24 * HOUR, now, contiguous).keys()]).toEqual(["a-10", "b-0"]);
+    expect(pointInTimeProtected(snapshots, 24 * HOUR, now, contiguous).get("a-10")).toMatch(/last 1d/);
+    // Transactions 13-19 of "a" were lost: the moments from 20 on restore only from a-20, so it stays too.
+    const gap = [
+      { generation: "a", firstTxn: 1, lastTxn: 12 },
+      { generation: "a", firstTxn: 20, lastTxn: 25 },
+      { generation: "b", firstTxn: 1, lastTxn: 4 },
+    ];
+    const kept = pointInTimeProtected(snapshots, 24 * HOUR, now, gap);
+    expect([...kept.keys()].sort()).toEqual(["a-10", "a-20", "b-0"]);
+    expect(kept.get("a-20")).toMatch(/first snapshot after a gap/);
+    // A window that starts before the window's start needs nothing more.
+    expect([...pointInTimeProtected(snapshots, 10 * HOUR, now, gap).keys()].sort()).toEqual(["a-20", "b-0"]);
     expect(
       removableSegments(
         [

@@ -125,11 +125,17 @@ export interface ChainSegment {
  * generation that was current at the window's start keeps its newest good snapshot taken at or
  * before that moment; every generation begun since keeps its earliest good snapshot. With the
  * segments after them (see `removableSegments`), every moment of the window restores.
+ *
+ * A generation's archive can have gaps (a target that was down longer than the replicator's
+ * queue lost segments, and got a new snapshot when it came back): the moments after a gap restore
+ * only from a snapshot taken after it. So, given the `segments`, each restorable window that
+ * starts after the window's start also keeps the snapshot it starts from.
  */
 export function pointInTimeProtected(
   snapshots: readonly ChainSnapshot[],
   windowMs: number,
   now: number,
+  segments: readonly ChainSegment[],
 ): Map<string, string> {
   const start = now - windowMs;
   const reason = (generation: string) =>
@@ -152,6 +158,15 @@ export function pointInTimeProtected(
   }
   for (const g of generations) {
     if ((g.list[0]!.createdAt ?? 0) > start) protect.set(g.list[0]!.id, reason(g.generation));
+    // A snapshot no earlier one reaches (through contiguous segments) starts a restorable window.
+    const segs = segments.filter((s) => s.generation === g.generation);
+    let reach = Number.NEGATIVE_INFINITY;
+    for (const s of g.list) {
+      if (s.position > reach && (s.createdAt ?? 0) > start && !protect.has(s.id)) {
+        protect.set(s.id, `${reason(g.generation)}: the first snapshot after a gap in the archive`);
+      }
+      reach = Math.max(reach, reachFrom(s.position, segs));
+    }
   }
   return protect;
 }
