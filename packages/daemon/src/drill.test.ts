@@ -7,7 +7,7 @@ import { localStoragePlugin } from "@lifeboat/storage-local";
 import { Replicator } from "@lifeboat/wal";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Daemon, startDaemon } from "./daemon.js";
-import { runRestoreDrill } from "./drill.js";
+import { pickDrillMoment, runRestoreDrill } from "./drill.js";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -155,5 +155,36 @@ describe("restore drills", () => {
     const result = await runRestoreDrill(await lb.database("app"));
     expect(result.ok).toBe(false);
     expect(result.problems).toEqual(["local (latest): no restorable backup on this target"]);
+  });
+});
+
+describe("the drill's random moment", () => {
+  const at = (iso: string) => Date.parse(iso);
+  // Two windows, 10 s and 30 s long, with a 60 s gap between them (transactions a target lost).
+  const windows = [
+    { from: "2026-11-22T10:00:00.000Z", to: "2026-11-22T10:00:10.000Z" },
+    { from: "2026-11-22T10:01:10.000Z", to: "2026-11-22T10:01:40.000Z" },
+  ];
+
+  it("lands inside a window, never in the gap, weighted by the windows' lengths", () => {
+    const inFirst = (t: number) => t >= at(windows[0]!.from) && t <= at(windows[0]!.to);
+    const inSecond = (t: number) => t >= at(windows[1]!.from) && t <= at(windows[1]!.to);
+    let first = 0;
+    for (let i = 0; i < 400; i++) {
+      const t = pickDrillMoment(windows, () => i / 400)!;
+      expect(inFirst(t) || inSecond(t), new Date(t).toISOString()).toBe(true);
+      if (inFirst(t)) first++;
+    }
+    expect(first).toBe(100); // 10 s of 40 s
+    expect(pickDrillMoment(windows, () => 0)).toBe(at(windows[0]!.from));
+    expect(pickDrillMoment(windows, () => 0.25)).toBe(at(windows[1]!.from)); // just past the first window
+    expect(pickDrillMoment(windows, () => 1)).toBe(at(windows[1]!.to));
+  });
+
+  it("skips windows that span no time, and returns null when none does", () => {
+    const point = { from: "2026-11-22T09:00:00.000Z", to: "2026-11-22T09:00:00.000Z" };
+    expect(pickDrillMoment([point, windows[1]!], () => 0)).toBe(at(windows[1]!.from));
+    expect(pickDrillMoment([point], () => 0.5)).toBeNull();
+    expect(pickDrillMoment([], () => 0.5)).toBeNull();
   });
 });

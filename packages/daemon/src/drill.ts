@@ -86,24 +86,8 @@ export async function runRestoreDrill(db: DatabaseContext, options: DrillOptions
         continue;
       }
       checks.push(await drillLatest(quiet, named.name, newest, join(dir, `${named.name}-latest.db`), options));
-      // A random moment inside a restorable window (weighted by length): a target that missed
-      // transactions (an outage longer than the queue) has more than one, and the gap between
-      // them is refused by design.
-      const spans = newest.windows
-        .map((w) => ({ from: Date.parse(w.from), to: Date.parse(w.to) }))
-        .filter((w) => w.to > w.from);
-      const total = spans.reduce((n, w) => n + (w.to - w.from), 0);
-      if (newest.segments.length > 0 && total > 0) {
-        let offset = random() * total;
-        let span = spans.at(-1)!;
-        for (const w of spans) {
-          if (offset < w.to - w.from) {
-            span = w;
-            break;
-          }
-          offset -= w.to - w.from;
-        }
-        const at = Math.floor(Math.min(span.from + offset, span.to));
+      const at = newest.segments.length > 0 ? pickDrillMoment(newest.windows, random) : null;
+      if (at !== null) {
         checks.push(await drillPoint(quiet, named.name, newest, at, join(dir, `${named.name}-point.db`), options));
       }
     }
@@ -127,6 +111,27 @@ export async function runRestoreDrill(db: DatabaseContext, options: DrillOptions
     });
   }
   return result;
+}
+
+/**
+ * A random moment (epoch ms) inside one of a generation's restorable windows, weighted by their
+ * length; null when none spans any time. A target that missed transactions (an outage longer than
+ * the replicator's queue) has more than one window, and a moment in the gap between them is
+ * refused by design: the drill must not pick one.
+ */
+export function pickDrillMoment(
+  windows: readonly { readonly from: string; readonly to: string }[],
+  random: () => number,
+): number | null {
+  const spans = windows.map((w) => ({ from: Date.parse(w.from), to: Date.parse(w.to) })).filter((w) => w.to > w.from);
+  const total = spans.reduce((n, w) => n + (w.to - w.from), 0);
+  if (total <= 0) return null;
+  let offset = Math.min(Math.max(random(), 0), 1) * total;
+  for (const w of spans) {
+    if (offset < w.to - w.from) return Math.floor(w.from + offset);
+    offset -= w.to - w.from;
+  }
+  return spans.at(-1)!.to; // random() returned 1 (or rounding): the last window's end
 }
 
 async function drillLatest(
