@@ -33,6 +33,15 @@ const open = (name, timeout) => {
 let lockedAt = 0;
 const handlers = {
   passive: () => ({ row: open("checkpoint", workerData.busyTimeoutMs).pragma("wal_checkpoint(PASSIVE)")[0] }),
+  truncate: ({ timeoutMs }) => {
+    const db = open("checkpoint", workerData.busyTimeoutMs);
+    db.pragma("busy_timeout = " + Math.max(0, Math.floor(timeoutMs)));
+    try {
+      return { row: db.pragma("wal_checkpoint(TRUNCATE)")[0] };
+    } finally {
+      db.pragma("busy_timeout = " + workerData.busyTimeoutMs);
+    }
+  },
   lock: ({ spinMs }) => {
     const db = open("lock", 0);
     if (db.inTransaction) db.exec("ROLLBACK");
@@ -135,6 +144,15 @@ export class CheckpointThread {
   /** `PRAGMA wal_checkpoint(PASSIVE)`'s row; undefined if it failed (busy, or the thread is gone). */
   async passive(): Promise<CheckpointRow | undefined> {
     const reply = await this.#request({ type: "passive" });
+    return reply.ok ? (reply.row as CheckpointRow) : undefined;
+  }
+
+  /**
+   * `PRAGMA wal_checkpoint(TRUNCATE)`'s row; undefined if it failed. It waits up to `timeoutMs`
+   * for writers, then for readers while it holds the write lock: for rare repairs only.
+   */
+  async truncate(timeoutMs: number): Promise<CheckpointRow | undefined> {
+    const reply = await this.#request({ type: "truncate", timeoutMs });
     return reply.ok ? (reply.row as CheckpointRow) : undefined;
   }
 

@@ -1,6 +1,17 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -111,6 +122,60 @@ describe("replicator and point-in-time restore", () => {
       await restoreToPoint(db, { toTime: mark.time, output });
       expect(databaseContentHash(output)).toBe(mark.hash);
     }
+  });
+
+  it("gives up on a WAL whose committed frames fail their checksums and starts a new generation", async () => {
+    // SQLite 3.40 (Debian 12's, Python's) leaves such frames after ROLLBACK TO a savepoint in a
+    // transaction that spilled to the WAL: the index counts them, their headers were never
+    // written. Here a commit's frame headers are zeroed the same way, before the replicator (on
+    // this same event loop) can read them.
+    const { dir, path, app, db, replicator, events } = await setup();
+    await replicator.start();
+    const insert = app.prepare("INSERT INTO t (v) VALUES (?)");
+    insert.run("one");
+    insert.run("two");
+    await replicator.sync();
+    expect(replicator.txn).toBe(2);
+    const beforeBreak = databaseContentHash(app);
+    const first = readWalIndexHeader(`${path}-shm`)!.mxFrame;
+    insert.run("written without valid frame headers");
+    const last = readWalIndexHeader(`${path}-shm`)!.mxFrame;
+    const wal = openSync(`${path}-wal`, "r+");
+    for (let frame = first + 1; frame <= last; frame++)
+      writeSync(wal, Buffer.alloc(16), 0, 16, 32 + (frame - 1) * (24 + 4096) + 8);
+    closeSync(wal);
+    insert.run("after the break");
+    const end = readWalIndexHeader(`${path}-shm`)!.mxFrame;
+    expect(app.prepare("SELECT count(*) AS n FROM t").get()).toEqual({ n: 5 }); // SQLite itself reads them
+    const restarted = () => events.some((e) => e.type === "generation" && /checksums break/.test(e.reason));
+    for (let waited = 0; !restarted() && waited < 10_000; waited += 50) {
+      await replicator.sync().catch(() => {});
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(restarted(), "a new generation started").toBe(true);
+    const error = events.find((e) => e.type === "error");
+    expect(error?.type === "error" && error.error.code).toBe("INTEGRITY_FAILED");
+    expect(error?.type === "error" && error.error.message).toMatch(
+      new RegExp(`counts committed frames up to ${end}, but the WAL's checksums break after frame ${first}`),
+    );
+    insert.run("in the new generation");
+    await replicator.sync();
+    await replicator.stop();
+
+    const generations = await listGenerations(new Repository(db.targets[0]!, db.name));
+    expect(generations).toHaveLength(2);
+    expect(generations[0]!.restorableTo).toBe(2); // up to the break, and no further
+    await restoreToPoint(db, { generation: generations[0]!.generation, output: join(dir, "old.db") });
+    expect(databaseContentHash(join(dir, "old.db"))).toBe(beforeBreak);
+    // The new generation's snapshot holds everything SQLite committed, the unreadable frames too.
+    const latest = await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(latest.generation).toBe(generations[1]!.generation);
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
+    expect(
+      new Database(join(dir, "latest.db"), { readonly: true }).prepare("SELECT count(*) AS n FROM t").get(),
+    ).toEqual({
+      n: 6,
+    });
   });
 
   it("an outside TRUNCATE checkpoint while the replicator is down starts a new generation", async () => {

@@ -200,6 +200,12 @@ const PASS_GAP_FACTOR = 2;
  */
 const MAX_PASS_GAP_MS = 50;
 
+/**
+ * How long the TRUNCATE that clears an unreadable WAL waits for the app's writers and readers
+ * (ms). App commits wait as long, at most, once per try; tries back off from 2 s to 60 s.
+ */
+const TRUNCATE_WAIT_MS = 1000;
+
 /** Unless a checkpoint of ours is due, the pin moves forward at most this often (ms). */
 const PIN_ROTATE_MS = 1000;
 
@@ -319,6 +325,12 @@ export class Replicator {
   #lockedCheckpointDue = false;
   #lockedBackoffMs = LOCKED_BACKOFF_MS;
   #nextLockedAt = 0;
+  /**
+   * Set when SQLite's WAL index counts committed frames that the WAL file cannot prove (their
+   * headers fail the checksum chain): the WAL of these salts is given up on, truncated, and a new
+   * generation starts from a snapshot (#recoverUnreadableWal).
+   */
+  #unreadableWal: { salt1: number; salt2: number; reason: string; retryAt: number; backoffMs: number } | null = null;
   /** Set when transactions were checkpointed but could not be queued: the history has a hole. */
   #historyBroken: string | null = null;
   #nextCheckpointAt = 0;
@@ -949,6 +961,7 @@ export class Replicator {
     }
     const waitingForRestart =
       this.#restartExpected !== null && posKey(this.#restartExpected) === posKey(this.#position);
+    if (this.#unreadableWal) return; // the next pass truncates the WAL instead
     if (mayCheckpoint && this.#lockedCheckpointDue) {
       this.#lockedCheckpointDue = false;
       await this.#lockedCheckpoint();
@@ -1018,6 +1031,10 @@ export class Replicator {
    * (continued when it continues our history, else a new generation).
    */
   async #scanNew(): Promise<{ transactions: WalTransaction[]; header: WalHeader; records: Buffer | null } | null> {
+    if (this.#unreadableWal) {
+      await this.#recoverUnreadableWal();
+      return null;
+    }
     if (this.#historyBroken) {
       const reason = this.#historyBroken;
       this.#historyBroken = null;
@@ -1027,12 +1044,26 @@ export class Replicator {
     const position = this.#position!;
     const spare = this.#spareRecords;
     this.#spareRecords = undefined;
+    // Before the scan: every frame up to the index's mxFrame was in the file before SQLite
+    // published it, so a scan of the same WAL must reach it.
+    const index = this.#walIndex();
     const { transactions, result } = await readWalTransactions(this.walPath, {
       after: position,
       pageRecords: RECORDS_BYTES,
       ...(spare ? { pageRecordsBuffer: spare } : {}),
     });
     if (result.reset || transactions.length === 0) this.#spareRecords = spare;
+    const reached = transactions.at(-1)?.end.frame ?? position.frame;
+    if (
+      !result.reset &&
+      index &&
+      index.salt1 === position.salt1 &&
+      index.salt2 === position.salt2 &&
+      index.mxFrame > reached &&
+      (await this.#stillUnreadable(position))
+    ) {
+      this.#walUnreadable(index, reached, result.stop);
+    }
     if (result.reset) {
       // Our own complete checkpoint, or any restart while our pins prove continuity (#continuity).
       const expected =
@@ -1056,6 +1087,76 @@ export class Replicator {
     }
     if (transactions.length === 0) return null;
     return { transactions, header: result.header!, records: result.pageRecords };
+  }
+
+  /**
+   * SQLite's index says frames up to `index.mxFrame` are committed, but the WAL file's checksum
+   * chain breaks after `reached`. Seen with SQLite 3.40 (Debian 12's, Python's): after a
+   * transaction spilled pages to the WAL, `ROLLBACK TO` a savepoint and `COMMIT` leave frames
+   * whose headers were never written. SQLite's readers go by the index and see the data, but
+   * those frames cannot be archived, and SQLite's own recovery after a crash would drop them too.
+   * The transactions before the break still ship; after it, no position in this WAL can be
+   * proved, so the history stops here and a new generation starts from a snapshot, once the
+   * WAL is checkpointed and truncated (#recoverUnreadableWal).
+   */
+  #walUnreadable(index: WalIndexHeader, reached: number, stop: string): void {
+    const reason = `SQLite's WAL index counts committed frames up to ${index.mxFrame}, but the WAL's checksums break after frame ${reached} (${stop})`;
+    this.#unreadableWal = { salt1: index.salt1, salt2: index.salt2, reason, retryAt: 0, backoffMs: 2000 };
+    this.#continuity = false; // no restart of this WAL continues our history
+    this.#emit({
+      type: "error",
+      database: this.db.name,
+      error: new LifeboatError(
+        ErrorCodes.INTEGRITY_FAILED,
+        `${this.walPath}: ${reason}. The app's SQLite wrote frames it cannot prove (known with SQLite 3.40 after ROLLBACK TO a savepoint in a transaction that spilled to the WAL). Transactions up to the break are archived; the replicator checkpoints and truncates the WAL and starts a new generation from a snapshot, so the archive picks up the database's current content.`,
+        {
+          plugin: "wal",
+          hint: "Nothing to do for the archive. Upgrade the application's SQLite library: until then, a crash of the app at such a moment could lose those transactions from the database itself.",
+        },
+      ),
+    });
+  }
+
+  /** A second look (index first, then the file) before giving up on the WAL. */
+  async #stillUnreadable(position: WalPosition): Promise<boolean> {
+    const index = this.#walIndex();
+    const { transactions, result } = await readWalTransactions(this.walPath, { after: position, sync: true });
+    const reached = transactions.at(-1)?.end.frame ?? position.frame;
+    return Boolean(
+      !result.reset &&
+        index &&
+        index.salt1 === position.salt1 &&
+        index.salt2 === position.salt2 &&
+        index.mxFrame > reached,
+    );
+  }
+
+  /**
+   * After #walUnreadable: checkpoints and truncates the WAL (TRUNCATE waits for the app's writers
+   * and readers, up to the thread's busy timeout; tried again at the next pass if they kept it
+   * busy), then starts a new generation. A WAL the app restarted meanwhile needs no truncation.
+   */
+  async #recoverUnreadableWal(): Promise<void> {
+    const broken = this.#unreadableWal!;
+    const index = this.#walIndex();
+    if (index && index.salt1 === broken.salt1 && index.salt2 === broken.salt2 && index.mxFrame > 0) {
+      // The thread is busy, or an app's reader kept the last try from completing: later (each
+      // try may hold the write lock for the thread's busy timeout).
+      if (this.#checkpointing || Date.now() < broken.retryAt) return;
+      this.#unpinAll(); // our pins would keep the checkpoint from copying the frames we could not read
+      const row = await this.#thread()
+        .truncate(TRUNCATE_WAIT_MS)
+        .catch(() => undefined);
+      if (row?.busy !== 0) {
+        this.#pin();
+        broken.retryAt = Date.now() + broken.backoffMs;
+        broken.backoffMs = Math.min(broken.backoffMs * 2, 60_000);
+        return;
+      }
+    }
+    this.#unreadableWal = null;
+    this.#pin();
+    await this.#startGeneration(broken.reason);
   }
 
   /** Makes `transactions` (with their `pages`, in frame order) the next segment in the local queue. */
