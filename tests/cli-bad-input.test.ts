@@ -1,8 +1,8 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { cli, makeShop, tempDir } from "./helpers.js";
+import { BIN, cli, makeShop, tempDir } from "./helpers.js";
 
 describe("bad input: a clear message, a non-zero exit, nothing changed", () => {
   const dir = tempDir("bad");
@@ -82,6 +82,21 @@ describe("bad input: a clear message, a non-zero exit, nothing changed", () => {
     expect(files.filter((f) => f.startsWith("big/") && f.includes("/snapshots/"))).toEqual([]);
     expect(files.filter((f) => f.includes("tmp") && isFile(f))).toEqual([]);
     expect(files.filter((f) => f.startsWith("tiny/") && f.endsWith(".snap"))).toHaveLength(1);
+  });
+
+  it("a reader that stops reading (`| head -1`) neither fails the command nor prints a stack trace", async () => {
+    const child = spawn(process.execPath, [BIN, "backup", db, "--to", backups], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout.destroy(); // the pipe's reader is gone before the first line
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += String(d);
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    expect(stderr).not.toMatch(/EPIPE|\n\s+at /);
+    expect(code).toBe(0);
+    const listed = cli(["list", db, "--to", backups, "--json"]);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain('"reason": "manual"');
   });
 
   it("every command has --help", () => {

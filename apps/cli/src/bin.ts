@@ -4,6 +4,13 @@
 // 35 MB for no speed gain (see docs/BENCHMARKS.md). `env -S` splits the line (coreutils >= 8.30).
 // The AWS SDK warns on every client under Node 20; Lifeboat supports Node 20 deliberately.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
+// A reader that went away (`lifeboat list | head -1`) is no failure of the command: what it did
+// stands, and the rest of its output has nowhere to go.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+  });
+}
 const { main } = await import("./main.js");
 
 process.exitCode = await main(process.argv);

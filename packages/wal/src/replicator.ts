@@ -1213,9 +1213,10 @@ export class Replicator {
    */
   async #checkpoint(): Promise<void> {
     const at = this.#position;
-    // Undefined when busy (another checkpoint runs): try at a later sync.
+    // Undefined when the thread is busy or failed; busy = 1 (and -1 frames) when another
+    // checkpoint held SQLite's checkpoint lock, often the app's own: try at a later sync.
     const row = await this.#thread().passive();
-    const complete = Boolean(row && row.log === row.checkpointed);
+    const complete = Boolean(row && row.busy === 0 && row.log >= 0 && row.log === row.checkpointed);
     // One that could not finish is not retried at every pass: each copies pages and fsyncs.
     this.#nextCheckpointAt = complete ? 0 : Date.now() + Math.min(CHECKPOINT_RETRY_MS, this.#o.syncIntervalMs);
     if (this.#stopped) return;
