@@ -4,6 +4,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { BIN, cli, json, makeShop, tempDir } from "./helpers.js";
+import { startReplicator } from "./replication-helpers.js";
 
 describe("lifeboat backup while lifeboat replicate runs", () => {
   it("asks the replicator for a snapshot in its generation instead of competing with it", async () => {
@@ -52,5 +53,27 @@ describe("lifeboat backup while lifeboat replicate runs", () => {
       replicator.kill("SIGTERM");
     }
     expect(await exited).toBe(0);
+  });
+
+  it("list shows a replicator's generation before its first segment, and no window for a one-off backup", async () => {
+    const dir = tempDir("coop-list");
+    makeShop(join(dir, "app.db"), 10);
+    makeShop(join(dir, "other.db"), 10);
+    const backups = join(dir, "backups");
+    expect(cli(["backup", join(dir, "other.db"), "--to", backups]).code).toBe(0);
+    const replicator = startReplicator([join(dir, "app.db"), "--to", backups]);
+    const { generation } = await replicator.waitFor((e) => e.type === "snapshot", "the first snapshot", 30_000);
+    expect((await replicator.kill("SIGTERM")).code).toBe(0);
+
+    const listed = json(cli(["list", join(dir, "app.db"), "--to", backups, "--json"]));
+    const gens = listed.databases[0].targets[0].generations;
+    expect(gens.map((g: { generation: string }) => g.generation)).toEqual([generation]);
+    expect(gens[0].windows.map((w: { fromTxn: number; toTxn: number }) => [w.fromTxn, w.toTxn])).toEqual([[0, 0]]);
+    const human = cli(["list", join(dir, "app.db"), "--to", backups]);
+    expect(human.stdout).toContain("point-in-time recovery windows");
+    expect(human.stdout).toMatch(new RegExp(`${generation}\\s.*\\s0-0\\s`));
+    const other = json(cli(["list", join(dir, "other.db"), "--to", backups, "--json"]));
+    expect(other.databases[0].targets[0].backups).toHaveLength(1);
+    expect(other.databases[0].targets[0].generations).toEqual([]);
   });
 });

@@ -33,7 +33,13 @@ export function registerList(program: Command): void {
             const generations = await listGenerations(new Repository(named, context.name)).catch(() => []);
             windows.set(
               entry.target,
-              generations.filter((g) => g.segments.length > 0),
+              // A replicator's generations, even before their first segment; not the one-off
+              // generations of `lifeboat backup` snapshots.
+              generations.filter(
+                (g) =>
+                  g.segments.length > 0 ||
+                  g.snapshots.some((s) => s.reason === "generation start" || s.reason.startsWith("new generation")),
+              ),
             );
           }
           report.push({ database: name, targets: entries, windows });
