@@ -12,6 +12,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +25,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { listGenerations, restoreToPoint } from "./point-in-time.js";
 import { Replicator, type ReplicatorEvent } from "./replicator.js";
 
+const require = createRequire(import.meta.url);
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
@@ -176,6 +178,45 @@ describe("replicator and point-in-time restore", () => {
     ).toEqual({
       n: 6,
     });
+  });
+
+  it("lets the app's own TRUNCATE checkpoint through within its busy timeout, and the history goes on", async () => {
+    const { dir, path, app, db, replicator, events } = await setup();
+    await replicator.start();
+    const insert = app.prepare("INSERT INTO t (v) VALUES (?)");
+    for (let i = 0; i < 20; i++) insert.run(`row ${i}`);
+    await replicator.sync();
+    // Another process, as an app would: TRUNCATE holds the write lock and waits for readers, so
+    // a pin that moved only once a second made it wait up to two seconds (other writers too).
+    const truncate = () =>
+      new Promise<string>((resolve, reject) => {
+        const child = spawn(
+          process.execPath,
+          [
+            "-e",
+            `const db = new (require(${JSON.stringify(require.resolve("better-sqlite3"))}))(${JSON.stringify(path)}); db.pragma("busy_timeout = 300"); process.stdout.write(JSON.stringify(db.pragma("wal_checkpoint(TRUNCATE)")[0]));`,
+          ],
+          { stdio: ["ignore", "pipe", "inherit"] },
+        );
+        let out = "";
+        child.stdout.on("data", (d) => {
+          out += String(d);
+        });
+        child.on("error", reject);
+        child.on("close", () => resolve(out));
+      });
+    for (let round = 0; round < 3; round++) {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(JSON.parse(await truncate()), `round ${round}`).toEqual({ busy: 0, log: 0, checkpointed: 0 });
+      expect(statSync(`${path}-wal`).size).toBe(0);
+      for (let i = 0; i < 5; i++) insert.run(`after truncate ${round}.${i}`);
+      await replicator.sync();
+    }
+    await replicator.stop();
+    expect(replicator.txn).toBe(35);
+    expect(events.filter((e) => e.type === "generation")).toHaveLength(1);
+    await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
   });
 
   it("an outside TRUNCATE checkpoint while the replicator is down starts a new generation", async () => {

@@ -209,6 +209,9 @@ const TRUNCATE_WAIT_MS = 1000;
 /** Unless a checkpoint of ours is due, the pin moves forward at most this often (ms). */
 const PIN_ROTATE_MS = 1000;
 
+/** After this long without a commit (ms), with everything shipped, the pin moves to the WAL's end (#moveIdlePin). */
+const IDLE_PIN_MS = 20;
+
 /** How often the WAL index is probed for new commits (ms). */
 const WAL_PROBE_MS = 5;
 
@@ -285,6 +288,10 @@ export class Replicator {
   #lockingMs = 0;
   /** The current pin may hold SQLite's read lock 0 (see #pin). */
   #pinAtZero = false;
+  /** The WAL index's mxFrame right after the current pin began (-1: unknown). */
+  #pinnedFrame = -1;
+  /** When the probe last saw the WAL index change (ms). */
+  #indexChangedAt = 0;
   #writer: Database.Database | null = null;
   #dbIdentity: { dev: number; ino: number } | null = null;
 
@@ -556,6 +563,7 @@ export class Replicator {
     // moves such a pin as soon as the WAL has frames again (#pinAtZero).
     const after = this.#walIndex();
     this.#pinAtZero = [before, after].some((h) => !h || h.nBackfill === h.mxFrame);
+    this.#pinnedFrame = after?.mxFrame ?? -1;
     return previous.inTransaction ? previous : null;
   }
 
@@ -798,8 +806,10 @@ export class Replicator {
       const now = index ? `${index.change}:${index.mxFrame}:${index.salt1}:${index.salt2}` : "unstable";
       if (now !== seen) {
         seen = now;
+        this.#indexChangedAt = Date.now();
         wake();
       }
+      if (index) this.#moveIdlePin(index);
     }, WAL_PROBE_MS);
     this.#timer = setInterval(
       () => {
@@ -808,6 +818,24 @@ export class Replicator {
       },
       Math.min(this.#o.syncIntervalMs, 250),
     );
+  }
+
+  /**
+   * No commit for IDLE_PIN_MS and everything shipped: the app is idle, or it waits inside a
+   * checkpoint of its own. `wal_checkpoint(RESTART)` or `(TRUNCATE)` holds the write lock and
+   * waits (busy handler) first for our pin's read mark, then for every reader off read locks
+   * 1-4, and meanwhile every other writer of the app waits too. So the pin moves to the WAL's end
+   * (nothing is left to protect), and to read lock 0 once every frame is checkpointed: such a
+   * checkpoint then waits milliseconds instead of up to two once-a-second pin moves. Under a
+   * steady stream of commits this never fires, so the pin still moves only as #syncOnce says.
+   */
+  #moveIdlePin(index: WalIndexHeader): void {
+    const position = this.#position;
+    if (!position || !this.#pins || this.#pinAtZero || this.#stopped) return;
+    if (index.salt1 !== position.salt1 || index.salt2 !== position.salt2 || index.mxFrame !== position.frame) return;
+    if (Date.now() - this.#indexChangedAt < IDLE_PIN_MS) return;
+    if (this.#pinnedFrame === index.mxFrame && index.nBackfill !== index.mxFrame) return;
+    this.#release(this.#pin());
   }
 
   #serving = false;
