@@ -135,7 +135,8 @@ export function pointInTimeProtected(
   snapshots: readonly ChainSnapshot[],
   windowMs: number,
   now: number,
-  segments: readonly ChainSegment[],
+  /** Without them, every snapshot counts as a window of its own (keeps more, never less). */
+  segments: readonly ChainSegment[] = [],
 ): Map<string, string> {
   const start = now - windowMs;
   const reason = (generation: string) =>

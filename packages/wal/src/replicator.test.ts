@@ -149,7 +149,7 @@ describe("replicator and point-in-time restore", () => {
     insert.run("after the break");
     const end = readWalIndexHeader(`${path}-shm`)!.mxFrame;
     expect(app.prepare("SELECT count(*) AS n FROM t").get()).toEqual({ n: 5 }); // SQLite itself reads them
-    const restarted = () => events.some((e) => e.type === "generation" && /checksums break/.test(e.reason));
+    const restarted = () => events.some((e) => e.type === "generation" && /cannot be validated/.test(e.reason));
     for (let waited = 0; !restarted() && waited < 10_000; waited += 50) {
       await replicator.sync().catch(() => {});
       await new Promise((r) => setTimeout(r, 50));
@@ -158,7 +158,7 @@ describe("replicator and point-in-time restore", () => {
     const error = events.find((e) => e.type === "error");
     expect(error?.type === "error" && error.error.code).toBe("INTEGRITY_FAILED");
     expect(error?.type === "error" && error.error.message).toMatch(
-      new RegExp(`counts committed frames up to ${end}, but the WAL's checksums break after frame ${first}`),
+      new RegExp(`counts committed frames up to ${end}, but the WAL's frames cannot be validated after frame ${first}`),
     );
     insert.run("in the new generation");
     await replicator.sync();

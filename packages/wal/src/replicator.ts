@@ -689,6 +689,8 @@ export class Replicator {
     this.#positions.reset(snapshot.walPosition, 0);
     this.#restartExpected = null;
     this.#continuity = true; // the pin was taken before the snapshot: its mark is at or before the snapshot's position
+    this.#unreadableWal = null;
+    this.#historyBroken = null;
     for (const t of this.#targets) {
       t.generation = null;
       t.shipped = 0;
@@ -802,14 +804,22 @@ export class Replicator {
         return; // no -shm (yet): the poll below still runs
       }
       // Any pin keeps the WAL from restarting, so a pin on read lock 0 is swapped at once.
-      if (this.#pinAtZero && index && index.mxFrame > index.nBackfill && this.#pins) this.#release(this.#pin());
+      try {
+        if (this.#pinAtZero && index && index.mxFrame > index.nBackfill && this.#pins) this.#release(this.#pin());
+      } catch (error) {
+        this.#report(error); // e.g. SQLITE_BUSY past the busy timeout: the next pass pins again
+      }
       const now = index ? `${index.change}:${index.mxFrame}:${index.salt1}:${index.salt2}` : "unstable";
       if (now !== seen) {
         seen = now;
         this.#indexChangedAt = Date.now();
         wake();
       }
-      if (index) this.#moveIdlePin(index);
+      try {
+        if (index) this.#moveIdlePin(index);
+      } catch (error) {
+        this.#report(error);
+      }
     }, WAL_PROBE_MS);
     this.#timer = setInterval(
       () => {
@@ -832,6 +842,7 @@ export class Replicator {
   #moveIdlePin(index: WalIndexHeader): void {
     const position = this.#position;
     if (!position || !this.#pins || this.#pinAtZero || this.#stopped) return;
+    if (!this.#continuity || this.#unreadableWal) return; // nothing proven yet, or a repair pending
     if (index.salt1 !== position.salt1 || index.salt2 !== position.salt2 || index.mxFrame !== position.frame) return;
     if (Date.now() - this.#indexChangedAt < IDLE_PIN_MS) return;
     if (this.#pinnedFrame === index.mxFrame && index.nBackfill !== index.mxFrame) return;
@@ -983,7 +994,7 @@ export class Replicator {
           if (!restarted || attempt >= 3) throw error;
         }
       }
-      this.#continuity = true;
+      if (!this.#unreadableWal) this.#continuity = true; // an unreadable WAL continues nothing
     } finally {
       this.#release(previousPin);
     }
@@ -1060,6 +1071,12 @@ export class Replicator {
    */
   async #scanNew(): Promise<{ transactions: WalTransaction[]; header: WalHeader; records: Buffer | null } | null> {
     if (this.#unreadableWal) {
+      // First whatever is still readable before the break (a locked checkpoint that found the
+      // break read it but did not queue it), then the repair.
+      const before = await readWalTransactions(this.walPath, { after: this.#position!, pageRecords: RECORDS_BYTES });
+      if (!before.result.reset && before.transactions.length > 0) {
+        return { transactions: before.transactions, header: before.result.header!, records: before.result.pageRecords };
+      }
       await this.#recoverUnreadableWal();
       return null;
     }
@@ -1128,21 +1145,19 @@ export class Replicator {
    * WAL is checkpointed and truncated (#recoverUnreadableWal).
    */
   #walUnreadable(index: WalIndexHeader, reached: number, stop: string): void {
-    const reason = `SQLite's WAL index counts committed frames up to ${index.mxFrame}, but the WAL's checksums break after frame ${reached} (${stop})`;
+    const reason = `SQLite's WAL index counts committed frames up to ${index.mxFrame}, but the WAL's frames cannot be validated after frame ${reached} (the scan stopped: ${stop})`;
     this.#unreadableWal = { salt1: index.salt1, salt2: index.salt2, reason, retryAt: 0, backoffMs: 2000 };
     this.#continuity = false; // no restart of this WAL continues our history
-    this.#emit({
-      type: "error",
-      database: this.db.name,
-      error: new LifeboatError(
+    this.#report(
+      new LifeboatError(
         ErrorCodes.INTEGRITY_FAILED,
-        `${this.walPath}: ${reason}. The app's SQLite wrote frames it cannot prove (known with SQLite 3.40 after ROLLBACK TO a savepoint in a transaction that spilled to the WAL). Transactions up to the break are archived; the replicator checkpoints and truncates the WAL and starts a new generation from a snapshot, so the archive picks up the database's current content.`,
+        `${this.walPath}: ${reason}. The app's SQLite wrote committed frames without valid headers (known with SQLite 3.40 after ROLLBACK TO a savepoint in a transaction that spilled to the WAL). Transactions up to the break are archived; the moments from there to the new generation's snapshot cannot be restored. The replicator checkpoints and truncates the WAL and starts a new generation from a snapshot.`,
         {
           plugin: "wal",
-          hint: "Nothing to do for the archive. Upgrade the application's SQLite library: until then, a crash of the app at such a moment could lose those transactions from the database itself.",
+          hint: "Upgrade the application's SQLite library: until then, a crash of the app at such a moment could lose those transactions from the database itself.",
         },
       ),
-    });
+    );
   }
 
   /** A second look (index first, then the file) before giving up on the WAL. */
@@ -1166,25 +1181,33 @@ export class Replicator {
    */
   async #recoverUnreadableWal(): Promise<void> {
     const broken = this.#unreadableWal!;
+    this.#continuity = false;
     const index = this.#walIndex();
-    if (index && index.salt1 === broken.salt1 && index.salt2 === broken.salt2 && index.mxFrame > 0) {
-      // The thread is busy, or an app's reader kept the last try from completing: later (each
-      // try may hold the write lock for the thread's busy timeout).
+    if (!index) return; // a torn read of the index (the app is committing): next pass
+    if (index.salt1 === broken.salt1 && index.salt2 === broken.salt2 && index.mxFrame > 0) {
+      // The thread is busy, or the app kept the last try from completing: later (each try may
+      // hold the write lock while it waits for the app's readers).
       if (this.#checkpointing || Date.now() < broken.retryAt) return;
       this.#unpinAll(); // our pins would keep the checkpoint from copying the frames we could not read
-      const row = await this.#thread()
-        .truncate(TRUNCATE_WAIT_MS)
-        .catch(() => undefined);
+      const thread = this.#thread();
+      await thread.passive().catch(() => undefined); // the bulk of the copying, without the lock
+      const row = await thread.truncate(TRUNCATE_WAIT_MS).catch(() => undefined);
       if (row?.busy !== 0) {
         this.#pin();
         broken.retryAt = Date.now() + broken.backoffMs;
+        this.#report(
+          new LifeboatError(
+            ErrorCodes.DATABASE_LOCKED,
+            `Archiving of ${this.db.name} is paused: the WAL it cannot read must be checkpointed and truncated first, and the app's readers or writers kept that from completing (tried again in ${Math.round(broken.backoffMs / 1000)} s).`,
+            { plugin: "wal", hint: "Let long read transactions of the app end; archiving resumes by itself." },
+          ),
+        );
         broken.backoffMs = Math.min(broken.backoffMs * 2, 60_000);
         return;
       }
     }
-    this.#unreadableWal = null;
     this.#pin();
-    await this.#startGeneration(broken.reason);
+    await this.#startGeneration(broken.reason); // clears #unreadableWal once it succeeded
   }
 
   /** Makes `transactions` (with their `pages`, in frame order) the next segment in the local queue. */
@@ -1354,8 +1377,21 @@ export class Replicator {
         pageRecords: LOCKED_READ_MAX_BYTES,
         sync: true, // under the lock: no other work of ours may run before the checkpoint
       });
+      // Under the lock the index cannot move: frames it counts that the scan could not validate
+      // must not be checkpointed away unread (see #walUnreadable).
+      const index = this.#walIndex();
+      const reached = transactions.at(-1)?.end.frame ?? this.#position.frame;
+      const unreadable =
+        !result.reset &&
+        index !== null &&
+        index.salt1 === this.#position.salt1 &&
+        index.salt2 === this.#position.salt2 &&
+        index.mxFrame > reached;
       if (result.reset) {
         aborted = true; // the next pass sorts the reset out, without the lock
+      } else if (unreadable) {
+        aborted = true; // the next pass ships what is readable, then truncates the WAL
+        this.#walUnreadable(index, reached, result.stop);
       } else {
         if (transactions.length > 0) {
           const header = result.header!;
