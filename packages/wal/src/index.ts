@@ -6,7 +6,14 @@ export {
   type PointInTimeResult,
   restoreToPoint,
 } from "./point-in-time.js";
-export { Replicator, type ReplicatorEvent, type ReplicatorOptions, replicatorOptionsFrom } from "./replicator.js";
+export {
+  generationSnapshotReason,
+  isGenerationSnapshot,
+  Replicator,
+  type ReplicatorEvent,
+  type ReplicatorOptions,
+  replicatorOptionsFrom,
+} from "./replicator.js";
 export {
   type DecodedSegment,
   decodeSegment,

@@ -220,6 +220,32 @@ const PERSIST_INTERVAL_MS = 1000;
 
 const posKey = (p: WalPosition) => `${p.salt1}:${p.salt2}:${p.frame}`;
 
+/** The `reason` of the snapshot a replicator starts a generation with ("first run", or why a new one). */
+export function generationSnapshotReason(why: string): string {
+  return why === "first run" ? "generation start" : `new generation: ${why}`;
+}
+
+/** True for the snapshot that started a replicator's generation (not a one-off `lifeboat backup`). */
+export function isGenerationSnapshot(reason: string): boolean {
+  return reason === "generation start" || reason.startsWith("new generation: ");
+}
+
+/**
+ * The last frame a scan from `position` proved, when SQLite's WAL index (read before that scan)
+ * counts committed frames of the same WAL past it; else null. SQLite writes a transaction's
+ * frames before it publishes them in the index, so a scan of an intact WAL always reaches the
+ * index's mxFrame (see Replicator#walUnreadable).
+ */
+function unprovenAfter(
+  index: WalIndexHeader | null,
+  position: WalPosition,
+  scan: { transactions: readonly WalTransaction[]; result: { reset: unknown } },
+): number | null {
+  if (scan.result.reset || !index || index.salt1 !== position.salt1 || index.salt2 !== position.salt2) return null;
+  const reached = scan.transactions.at(-1)?.end.frame ?? position.frame;
+  return index.mxFrame > reached ? reached : null;
+}
+
 /**
  * The transaction that ends at each commit frame of the current WAL, so a snapshot (taken at a
  * WAL position) lines up with a transaction number. Two number arrays in frame order: an entry
@@ -335,7 +361,7 @@ export class Replicator {
   /**
    * Set when SQLite's WAL index counts committed frames that the WAL file cannot prove (their
    * headers fail the checksum chain): the WAL of these salts is given up on, truncated, and a new
-   * generation starts from a snapshot (#recoverUnreadableWal).
+   * generation starts from a snapshot (#recoverUnreadableWal). `#continuity` stays false while set.
    */
   #unreadableWal: { salt1: number; salt2: number; reason: string; retryAt: number; backoffMs: number } | null = null;
   /** Set when transactions were checkpointed but could not be queued: the history has a hole. */
@@ -698,12 +724,7 @@ export class Replicator {
     await this.spool.removeGenerationsExcept(generation);
     this.#emit({ type: "generation", database: this.db.name, generation, reason });
     await this.#persist();
-    await this.#shipSnapshot(
-      snapshot,
-      0,
-      this.#targets,
-      reason === "first run" ? "generation start" : `new generation: ${reason}`,
-    );
+    await this.#shipSnapshot(snapshot, 0, this.#targets, generationSnapshotReason(reason));
   }
 
   /**
@@ -842,7 +863,7 @@ export class Replicator {
   #moveIdlePin(index: WalIndexHeader): void {
     const position = this.#position;
     if (!position || !this.#pins || this.#pinAtZero || this.#stopped) return;
-    if (!this.#continuity || this.#unreadableWal) return; // nothing proven yet, or a repair pending
+    if (!this.#continuity) return; // nothing proven yet (also while an unreadable WAL waits for its repair)
     if (index.salt1 !== position.salt1 || index.salt2 !== position.salt2 || index.mxFrame !== position.frame) return;
     if (Date.now() - this.#indexChangedAt < IDLE_PIN_MS) return;
     if (this.#pinnedFrame === index.mxFrame && index.nBackfill !== index.mxFrame) return;
@@ -998,9 +1019,9 @@ export class Replicator {
     } finally {
       this.#release(previousPin);
     }
+    if (this.#unreadableWal) return; // the next pass truncates the WAL instead
     const waitingForRestart =
       this.#restartExpected !== null && posKey(this.#restartExpected) === posKey(this.#position);
-    if (this.#unreadableWal) return; // the next pass truncates the WAL instead
     if (mayCheckpoint && this.#lockedCheckpointDue) {
       this.#lockedCheckpointDue = false;
       await this.#lockedCheckpoint();
@@ -1098,17 +1119,8 @@ export class Replicator {
       ...(spare ? { pageRecordsBuffer: spare } : {}),
     });
     if (result.reset || transactions.length === 0) this.#spareRecords = spare;
-    const reached = transactions.at(-1)?.end.frame ?? position.frame;
-    if (
-      !result.reset &&
-      index &&
-      index.salt1 === position.salt1 &&
-      index.salt2 === position.salt2 &&
-      index.mxFrame > reached &&
-      (await this.#stillUnreadable(position))
-    ) {
-      this.#walUnreadable(index, reached, result.stop);
-    }
+    const reached = unprovenAfter(index, position, { transactions, result });
+    if (reached !== null && (await this.#stillUnreadable(position))) this.#walUnreadable(index!, reached, result.stop);
     if (result.reset) {
       // Our own complete checkpoint, or any restart while our pins prove continuity (#continuity).
       const expected =
@@ -1163,14 +1175,8 @@ export class Replicator {
   /** A second look (index first, then the file) before giving up on the WAL. */
   async #stillUnreadable(position: WalPosition): Promise<boolean> {
     const index = this.#walIndex();
-    const { transactions, result } = await readWalTransactions(this.walPath, { after: position, sync: true });
-    const reached = transactions.at(-1)?.end.frame ?? position.frame;
-    return Boolean(
-      !result.reset &&
-        index &&
-        index.salt1 === position.salt1 &&
-        index.salt2 === position.salt2 &&
-        index.mxFrame > reached,
+    return (
+      unprovenAfter(index, position, await readWalTransactions(this.walPath, { after: position, sync: true })) !== null
     );
   }
 
@@ -1181,7 +1187,6 @@ export class Replicator {
    */
   async #recoverUnreadableWal(): Promise<void> {
     const broken = this.#unreadableWal!;
-    this.#continuity = false;
     const index = this.#walIndex();
     if (!index) return; // a torn read of the index (the app is committing): next pass
     if (index.salt1 === broken.salt1 && index.salt2 === broken.salt2 && index.mxFrame > 0) {
@@ -1380,18 +1385,12 @@ export class Replicator {
       // Under the lock the index cannot move: frames it counts that the scan could not validate
       // must not be checkpointed away unread (see #walUnreadable).
       const index = this.#walIndex();
-      const reached = transactions.at(-1)?.end.frame ?? this.#position.frame;
-      const unreadable =
-        !result.reset &&
-        index !== null &&
-        index.salt1 === this.#position.salt1 &&
-        index.salt2 === this.#position.salt2 &&
-        index.mxFrame > reached;
+      const reached = unprovenAfter(index, this.#position, { transactions, result });
       if (result.reset) {
         aborted = true; // the next pass sorts the reset out, without the lock
-      } else if (unreadable) {
+      } else if (reached !== null) {
         aborted = true; // the next pass ships what is readable, then truncates the WAL
-        this.#walUnreadable(index, reached, result.stop);
+        this.#walUnreadable(index!, reached, result.stop);
       } else {
         if (transactions.length > 0) {
           const header = result.header!;

@@ -121,11 +121,7 @@ export class Spool {
     const listed = this.#index.get(generation);
     if (listed) return [...listed];
     const found = await this.#read(generation);
-    this.#index.set(generation, found);
-    this.#bytes.set(
-      generation,
-      found.reduce((n, seg) => n + seg.size, 0),
-    );
+    this.#setListing(generation, found);
     return [...found];
   }
 
@@ -161,6 +157,14 @@ export class Spool {
     return decoded.header;
   }
 
+  #setListing(generation: string, segments: SpooledSegment[]): void {
+    this.#index.set(generation, segments);
+    this.#bytes.set(
+      generation,
+      segments.reduce((n, seg) => n + seg.size, 0),
+    );
+  }
+
   /** Bytes of a generation's listed segments (0 before its first listing). */
   queuedBytes(generation: string): number {
     return this.#bytes.get(generation) ?? 0;
@@ -182,11 +186,9 @@ export class Spool {
     for (const generation of new Set(segments.map((s) => s.generation))) {
       const listed = this.#index.get(generation);
       if (!listed) continue;
-      const kept = listed.filter((s) => !gone.has(s.file));
-      this.#index.set(generation, kept);
-      this.#bytes.set(
+      this.#setListing(
         generation,
-        kept.reduce((n, seg) => n + seg.size, 0),
+        listed.filter((s) => !gone.has(s.file)),
       );
     }
     if (failure !== undefined) throw failure;
@@ -202,10 +204,6 @@ export class Spool {
       this.#index.delete(generation);
       this.#bytes.delete(generation);
     }
-  }
-
-  async totalBytes(generation: string): Promise<number> {
-    return (await this.list(generation)).reduce((n, s) => n + s.size, 0);
   }
 
   async readState<T>(): Promise<T | undefined> {

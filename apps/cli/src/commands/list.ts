@@ -1,5 +1,5 @@
 import { Repository } from "@lifeboat/core";
-import { type GenerationInfo, listGenerations } from "@lifeboat/wal";
+import { type GenerationInfo, isGenerationSnapshot, listGenerations } from "@lifeboat/wal";
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
 import { type CommonFlags, withCommon } from "../main.js";
@@ -36,9 +36,7 @@ export function registerList(program: Command): void {
               // A replicator's generations, even before their first segment; not the one-off
               // generations of `lifeboat backup` snapshots.
               generations.filter(
-                (g) =>
-                  g.segments.length > 0 ||
-                  g.snapshots.some((s) => s.reason === "generation start" || s.reason.startsWith("new generation")),
+                (g) => g.segments.length > 0 || g.snapshots.some((s) => isGenerationSnapshot(s.reason)),
               ),
             );
           }
