@@ -40,6 +40,7 @@ import {
   decompressSegment,
   type ParsedSegment,
   parseSegment,
+  readSegmentHeader,
   type SegmentHeader,
   type SegmentTransaction,
 } from "./segment-format.js";
@@ -180,6 +181,12 @@ export interface PointInTimeResult extends RestorePlan {
   readonly safetyCopy: string | null;
   readonly integrity: IntegrityResult | null;
   readonly durationMs: number;
+  /**
+   * Facts about the point reached that the user should know: with `toTime`, a moment the archive
+   * cannot place exactly (transactions a restarted replicator found already committed, or a
+   * stretch between two generations that nothing archived).
+   */
+  readonly warnings: readonly string[];
 }
 
 interface Choice {
@@ -191,6 +198,8 @@ interface Choice {
   readonly txn: number;
   /** Inside the last segment, stop at this time (else by txn only). */
   readonly toTime: number | undefined;
+  /** What the user should know about the point reached (see PointInTimeResult.warnings). */
+  readonly warnings: readonly string[];
 }
 
 async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise<Choice> {
@@ -201,6 +210,7 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
     });
   }
   const failures: string[] = [];
+  const warnings: string[] = [];
   for (const named of candidates) {
     const repo = new Repository(named, db.name);
     let generations: GenerationInfo[];
@@ -270,7 +280,33 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
       const w = window;
       const inWindow = g.segments.filter((s) => s.lastTxn > w.fromTxn && s.lastTxn <= w.toTxn);
       const after = inWindow.find((s) => s.lastObservedAt > t);
-      txn = after ? after.lastTxn : w.toTxn; // refined inside `after` by per-transaction times
+      txn = w.toTxn;
+      if (after) {
+        // The segment holding the moment: its header's per-transaction times say where to stop.
+        const header = await readSegmentHeader(
+          decodeChain(
+            segmentCodecs(db, after),
+            (await repo.target.get(after.key, { signal: options.signal })).body,
+            after.key,
+          ),
+          after.key,
+        );
+        const first = header.transactions.find((x) => x.observedAt > t);
+        txn = first ? first.txn - 1 : after.lastTxn;
+        if (first?.committedAfter !== undefined && first.committedAfter < t) {
+          const unknown = header.transactions.filter((x) => x.committedAfter === first.committedAfter);
+          warnings.push(
+            `Transactions ${first.txn}-${unknown.at(-1)!.txn} were committed at unknown times between ${iso(first.committedAfter)} and ${iso(first.observedAt)}, while no replicator was watching the database; the restore stops before them, at transaction ${first.txn - 1}, the last one known to be committed by ${iso(t)}. To include some of them, restore with --to-txn (up to ${unknown.at(-1)!.txn}) --generation ${g.generation}.`,
+          );
+        }
+      } else if (t > Date.parse(w.to)) {
+        const next = generations[generations.indexOf(g) + 1];
+        if (next?.from && !options.generation) {
+          warnings.push(
+            `Nothing was archived between ${w.to} (the end of generation ${g.generation}) and ${next.from} (the start of generation ${next.generation}), and ${iso(t)} lies between them: the restore gives the state as of ${w.to}. Anything committed after that and before ${next.from} is not in it; restore to ${next.from} or later to get it.`,
+          );
+        }
+      }
     } else {
       window = g.windows.at(-1);
       txn = g.restorableTo;
@@ -296,7 +332,7 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
       );
     }
     const segments = generation.segments.filter((s) => s.lastTxn > snapshot.position && s.firstTxn <= txn);
-    return { repo, generation, snapshot, segments, txn, toTime: options.toTime };
+    return { repo, generation, snapshot, segments, txn, toTime: options.toTime, warnings };
   }
   throw new LifeboatError(ErrorCodes.NOT_FOUND, `No backup of ${db.name} to restore (${failures.join("; ")}).`, {
     hint: "Run `lifeboat list` to see what each target holds.",
@@ -332,6 +368,7 @@ export async function restoreToPoint(
       safetyCopy: null,
       integrity: null,
       durationMs: Date.now() - started,
+      warnings: choice.warnings,
     };
   }
   await confirmRestore(db, plan, options, snapshot.source.environment);
@@ -390,6 +427,7 @@ export async function restoreToPoint(
     safetyCopy,
     integrity,
     durationMs: Date.now() - started,
+    warnings: choice.warnings,
   };
 }
 
@@ -466,7 +504,7 @@ class SegmentFetcher {
     const seg = this.choice.segments[i]!;
     const file = join(this.spill, `${i}.seg`);
     const fetching = (async (): Promise<Fetched> => {
-      const codecs = this.#codecsOf(seg);
+      const codecs = segmentCodecs(this.db, seg);
       const object = await this.choice.repo.target.get(seg.key, { signal: this.options.signal });
       // The object as stored: decrypted data never reaches a temp file.
       const stored = await readUpTo(object.body, IN_MEMORY_STORED_BYTES, file);
@@ -501,22 +539,28 @@ class SegmentFetcher {
       () => {},
     );
   }
+}
 
-  #codecsOf(seg: SegmentKeyInfo): Codec[] {
-    const codecs: Codec[] = [];
-    for (const ext of seg.extensions.split(".").filter(Boolean)) {
-      const codec = this.db.codecs.find((c) => c.extension === `.${ext}`);
-      if (!codec) {
-        throw new LifeboatError(
-          ErrorCodes.CONFIG_INVALID,
-          `Segment ${seg.key} was written with the .${ext} codec, which this config does not have.`,
-          { hint: "Add the codec (and its keys) to the database's codecs in lifeboat.yml." },
-        );
-      }
-      codecs.push(codec);
+/** The codecs a segment was stored with, from its key's extensions. */
+function segmentCodecs(db: DatabaseContext, seg: SegmentKeyInfo): Codec[] {
+  const codecs: Codec[] = [];
+  for (const ext of seg.extensions.split(".").filter(Boolean)) {
+    const codec = db.codecs.find((c) => c.extension === `.${ext}`);
+    if (!codec) {
+      throw new LifeboatError(
+        ErrorCodes.CONFIG_INVALID,
+        `Segment ${seg.key} was written with the .${ext} codec, which this config does not have.`,
+        { hint: "Add the codec (and its keys) to the database's codecs in lifeboat.yml." },
+      );
     }
-    return codecs;
+    codecs.push(codec);
   }
+  return codecs;
+}
+
+/** An ISO 8601 time, for messages. */
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
 }
 
 /**

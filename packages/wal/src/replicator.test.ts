@@ -24,6 +24,7 @@ import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { listGenerations, restoreToPoint } from "./point-in-time.js";
 import { Replicator, type ReplicatorEvent } from "./replicator.js";
+import { parseSegment } from "./segment-format.js";
 
 const require = createRequire(import.meta.url);
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -124,6 +125,86 @@ describe("replicator and point-in-time restore", () => {
       await restoreToPoint(db, { toTime: mark.time, output });
       expect(databaseContentHash(output)).toBe(mark.hash);
     }
+  });
+
+  it("stamps what a restart finds already committed with when nobody watched, and says so at restores into that stretch", async () => {
+    const { dir, app, db, replicator, events } = await setup();
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    await replicator.start();
+    app.exec("INSERT INTO t (v) VALUES ('watched')");
+    await replicator.sync();
+    const watched = databaseContentHash(app);
+    await replicator.stop();
+    const stoppedAt = Date.now();
+    await sleep(30);
+    const gapCommits: number[] = [];
+    for (const v of ["down 1", "down 2"]) {
+      app.prepare("INSERT INTO t (v) VALUES (?)").run(v);
+      gapCommits.push(Date.now());
+      await sleep(30);
+    }
+    const midGap = Date.now();
+    await sleep(30);
+    const again = new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+    await again.start();
+    app.exec("INSERT INTO t (v) VALUES ('watched again')");
+    await again.sync();
+    await again.stop();
+    expect(events.filter((e) => e.type === "generation")).toHaveLength(1); // a clean restart continues
+    // The headers: the two transactions found at the restart carry a bound before their commits.
+    const repo = new Repository(db.targets[0]!, db.name);
+    const [generation] = await listGenerations(repo);
+    const headers = [];
+    for (const seg of generation!.segments) {
+      const chunks: Uint8Array[] = [];
+      for await (const c of (await repo.target.get(seg.key)).body) chunks.push(c);
+      headers.push(...parseSegment(Buffer.concat(chunks), seg.key).header.transactions);
+    }
+    expect(headers.map((h) => h.txn)).toEqual([1, 2, 3, 4]);
+    expect(headers[0]!.committedAfter).toBeUndefined();
+    expect(headers[3]!.committedAfter).toBeUndefined();
+    for (const h of headers.slice(1, 3)) {
+      expect(h.committedAfter).toBeGreaterThanOrEqual(headers[0]!.observedAt);
+      expect(h.committedAfter).toBeLessThanOrEqual(Math.min(stoppedAt, gapCommits[0]!));
+    }
+    // A time inside the stretch: the state before it, with a warning naming the transactions.
+    const mid = await restoreToPoint(db, { toTime: midGap, output: join(dir, "mid.db") });
+    expect(mid.txn).toBe(1);
+    expect(databaseContentHash(join(dir, "mid.db"))).toBe(watched);
+    expect(mid.warnings).toHaveLength(1);
+    expect(mid.warnings[0]).toMatch(/Transactions 2-3 were committed at unknown times between .* --to-txn \(up to 3\)/);
+    // A dry run says the same, and names the same transaction.
+    const dry = await restoreToPoint(db, { toTime: midGap, output: join(dir, "dry.db"), dryRun: true });
+    expect(dry.txn).toBe(1);
+    expect(dry.warnings).toEqual(mid.warnings);
+    // Before the stretch, and after the restart: no warning.
+    const before = await restoreToPoint(db, { toTime: headers[0]!.observedAt, output: join(dir, "before.db") });
+    expect(before.warnings).toEqual([]);
+    const latest = await restoreToPoint(db, { toTime: Date.now(), output: join(dir, "latest.db") });
+    expect(latest.warnings).toEqual([]);
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
+  });
+
+  it("warns when a time falls between two generations, where nothing was archived", async () => {
+    const { dir, app, db, replicator, events } = await setup();
+    await replicator.start();
+    app.exec("INSERT INTO t (v) VALUES ('one')");
+    await replicator.sync();
+    const first = databaseContentHash(app);
+    await replicator.stop();
+    await new Promise((r) => setTimeout(r, 30));
+    app.exec("INSERT INTO t (v) VALUES ('two')");
+    app.pragma("wal_checkpoint(TRUNCATE)"); // the history cannot be continued: a new generation
+    const between = Date.now();
+    await new Promise((r) => setTimeout(r, 30));
+    const again = new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+    await again.start();
+    await again.stop();
+    expect(events.filter((e) => e.type === "generation")).toHaveLength(2);
+    const result = await restoreToPoint(db, { toTime: between, output: join(dir, "between.db") });
+    expect(databaseContentHash(join(dir, "between.db"))).toBe(first);
+    expect(result.warnings).toHaveLength(1);
+    expect(result.warnings[0]).toMatch(/^Nothing was archived between .* and .* \(the start of generation/);
   });
 
   it("gives up on a WAL whose committed frames fail their checksums and starts a new generation", async () => {

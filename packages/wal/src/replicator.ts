@@ -158,6 +158,12 @@ interface PersistedState {
   readonly generation: string;
   readonly txn: number;
   readonly position: WalPosition;
+  /**
+   * Every transaction after `position` was committed after this time (ms): a scan that began then
+   * reached the WAL's end at `position`. A restart stamps the transactions it finds waiting with
+   * it (`committedAfter`). Absent in states written before 0.2.0.
+   */
+  readonly watchedAt?: number;
   readonly targets: Record<string, { generation: string | null; shipped: number }>;
 }
 
@@ -330,6 +336,13 @@ export class Replicator {
   #spareRecords: ArrayBuffer | undefined;
   /** Set after a complete checkpoint at this position: a WAL restart from here continues the history. */
   #restartExpected: WalPosition | null = null;
+  /** When a scan began that reached the WAL's end at `#position` (see PersistedState.watchedAt). */
+  #watchedAt = 0;
+  /**
+   * After a restart that continues the saved generation, until the first scan: since when nobody
+   * watched the WAL. The transactions that scan finds carry it as their `committedAfter`.
+   */
+  #unwatchedSince: number | null = null;
 
   #syncing: Promise<void> | null = null;
   #dirty = false;
@@ -638,6 +651,14 @@ export class Replicator {
     this.#generation = state.generation;
     this.#txn = txn;
     this.#position = position;
+    // Whatever the WAL holds past the position was committed while no replicator watched it.
+    // States from before 0.2.0 lack the time: the newest queued transaction's is close to it.
+    this.#unwatchedSince =
+      state.watchedAt ??
+      (newest
+        ? ((await this.spool.header(newest).catch(() => undefined))?.transactions.at(-1)?.observedAt ?? null)
+        : null);
+    this.#watchedAt = this.#unwatchedSince ?? 0;
     this.#header = scan.result.header;
     this.#positions.reset(position, txn);
     for (const t of this.#targets) {
@@ -683,6 +704,7 @@ export class Replicator {
       generation: this.#generation,
       txn: this.#txn,
       position: this.#position,
+      watchedAt: this.#watchedAt,
       targets: Object.fromEntries(
         this.#targets.map((t) => [t.repo.named.name, { generation: t.generation, shipped: t.shipped }]),
       ),
@@ -698,6 +720,7 @@ export class Replicator {
   /** Starts a new generation: a snapshot at the current WAL position, shipped to every target. */
   async #startGeneration(reason: string): Promise<void> {
     const generation = newGenerationId();
+    const startedAt = this.#now(); // the snapshot holds every commit before it
     const snapshot = (await this.db.driver.snapshot(this.db.path, {
       integrity: this.db.integrity,
       deferChecks: true,
@@ -714,6 +737,7 @@ export class Replicator {
     this.#header = null;
     this.#positions.reset(snapshot.walPosition, 0);
     this.#restartExpected = null;
+    this.#watched(startedAt);
     this.#continuity = true; // the pin was taken before the snapshot: its mark is at or before the snapshot's position
     this.#unreadableWal = null;
     this.#historyBroken = null;
@@ -1077,9 +1101,10 @@ export class Replicator {
   async #shipNewTransactions(): Promise<void> {
     const found = await this.#scanNew();
     if (!found) return;
-    const { transactions, header, records } = found;
+    const { transactions, header, records, scannedAt } = found;
     try {
       await this.#spool(transactions, header, records ?? framesOf(this.walPath, header, transactions));
+      this.#watched(scannedAt);
     } finally {
       if (records && records.buffer.byteLength <= SPARE_RECORDS_BYTES)
         this.#spareRecords = records.buffer as ArrayBuffer;
@@ -1090,13 +1115,25 @@ export class Replicator {
    * The committed transactions past our position, or null: none, or a WAL reset, handled here
    * (continued when it continues our history, else a new generation).
    */
-  async #scanNew(): Promise<{ transactions: WalTransaction[]; header: WalHeader; records: Buffer | null } | null> {
+  async #scanNew(): Promise<{
+    transactions: WalTransaction[];
+    header: WalHeader;
+    records: Buffer | null;
+    /** When the scan began: nothing committed before it is left unread. */
+    scannedAt: number;
+  } | null> {
+    const scannedAt = this.#now();
     if (this.#unreadableWal) {
       // First whatever is still readable before the break (a locked checkpoint that found the
       // break read it but did not queue it), then the repair.
       const before = await readWalTransactions(this.walPath, { after: this.#position!, pageRecords: RECORDS_BYTES });
       if (!before.result.reset && before.transactions.length > 0) {
-        return { transactions: before.transactions, header: before.result.header!, records: before.result.pageRecords };
+        return {
+          transactions: before.transactions,
+          header: before.result.header!,
+          records: before.result.pageRecords,
+          scannedAt: this.#watchedAt, // the scan stopped at the break: it proves nothing newer
+        };
       }
       await this.#recoverUnreadableWal();
       return null;
@@ -1142,8 +1179,22 @@ export class Replicator {
       await this.#startGeneration(`the WAL was reset by someone else (${result.reset})`);
       return null;
     }
-    if (transactions.length === 0) return null;
-    return { transactions, header: result.header!, records: result.pageRecords };
+    if (transactions.length === 0) {
+      if (!this.#unreadableWal) this.#watched(scannedAt);
+      return null;
+    }
+    return {
+      transactions,
+      header: result.header!,
+      records: result.pageRecords,
+      scannedAt: this.#unreadableWal ? this.#watchedAt : scannedAt,
+    };
+  }
+
+  /** A scan that began at `at` reached the WAL's end, and everything it found is queued. */
+  #watched(at: number): void {
+    this.#watchedAt = Math.max(this.#watchedAt, at);
+    this.#unwatchedSince = null;
   }
 
   /**
@@ -1224,11 +1275,13 @@ export class Replicator {
     this.#header = header;
     const observedAt = this.#now();
     const generation = this.#generation!;
+    const unwatched = this.#unwatchedSince;
     const segmentTxns: SegmentTransaction[] = transactions.map((t, i) => ({
       txn: this.#txn + 1 + i,
       observedAt,
       commitSize: t.commitSize,
       pages: t.pgnos.length,
+      ...(unwatched !== null && unwatched < observedAt ? { committedAfter: unwatched } : {}),
     }));
     const last = transactions.at(-1)!;
     const segmentHeader: SegmentHeader = {
@@ -1376,6 +1429,7 @@ export class Replicator {
     let row: { busy: number; log: number; checkpointed: number } | undefined;
     let pending: { transactions: WalTransaction[]; header: WalHeader; records: Buffer } | null = null;
     let aborted = false;
+    const readAt = this.#now(); // under the lock: nothing commits until it is released
     try {
       const { transactions, result } = await readWalTransactions(this.walPath, {
         after: this.#position,
@@ -1398,6 +1452,7 @@ export class Replicator {
           if (result.pageRecords) pending = { transactions, header, records: result.pageRecords };
           else await this.#spool(transactions, header, framesOf(this.walPath, header, transactions));
         }
+        if (!pending) this.#watched(readAt);
         this.#unpinAll();
         row = this.#checkpointLocked(this.#writer);
         this.#pin();
@@ -1424,6 +1479,7 @@ export class Replicator {
         }
         throw error;
       }
+      this.#watched(readAt);
     }
     if (complete) {
       this.#restartExpected = this.#position;

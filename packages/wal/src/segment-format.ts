@@ -45,6 +45,12 @@ export interface SegmentTransaction {
   readonly commitSize: number;
   /** Number of page images that follow for this transaction. */
   readonly pages: number;
+  /**
+   * Set when the archiver found the transaction already committed when it started (it was not
+   * running, or not watching, when the app committed it): the commit happened after this time (ms
+   * since the epoch) and at or before `observedAt`, but exactly when is unknown.
+   */
+  readonly committedAfter?: number;
 }
 
 export interface SegmentHeader {
@@ -310,6 +316,23 @@ export interface ParsedSegment {
  * Parses a whole segment held in memory and checks its sha256 trailer before anything is used.
  * For segments small enough to hold; `decodeSegment` streams any size.
  */
+/**
+ * Only the header of a segment, read from the start of its stream (the rest is left unread and
+ * the stream closed). Not checked against the trailer: for planning; a restore checks it.
+ */
+export async function readSegmentHeader(source: AsyncIterable<Uint8Array>, name: string): Promise<SegmentHeader> {
+  const iterator = source[Symbol.asyncIterator]();
+  try {
+    const reader = new ByteReader(iterator);
+    const prefix = await reader.read(16);
+    const json = await reader.read(checkPrefix(prefix, name));
+    if (!json) throw corrupt(name, "its header is truncated");
+    return parseHeader(json, name);
+  } finally {
+    await iterator.return?.();
+  }
+}
+
 export function parseSegment(bytes: Buffer, name: string): ParsedSegment {
   if (bytes.length < 16 + TRAILER) throw corrupt(name, `it has only ${bytes.length} bytes`);
   const hlen = checkPrefix(bytes.subarray(0, 16), name);

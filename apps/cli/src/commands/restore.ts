@@ -85,6 +85,7 @@ export function registerRestore(program: Command): void {
           out.line(
             `${pit.dryRun ? "Would restore" : "Restored"} ${pit.output} to transaction ${pit.txn} of generation ${pit.generation} (as of ${pit.restoredTo}): snapshot at transaction ${pit.snapshotPosition} + ${pit.segmentsApplied} segments, from ${pit.target}`,
           );
+          for (const warning of pit.warnings) out.line(`warning: ${warning}`);
         } else {
           out.line(
             `${result.dryRun ? "Would restore" : "Restored"} backup ${result.backupId} (${result.createdAt}, ${formatBytes(result.sizeBytes)}) from ${result.target} ${result.dryRun ? "to" : "into"} ${result.output}`,
