@@ -219,7 +219,14 @@ interface LagRun {
   label: string;
   rate: number;
   round: number;
-  writer: { transactions: number; txPerSec: number; maxStatementMs: number; p99StatementMs: number };
+  writer: {
+    transactions: number;
+    txPerSec: number;
+    maxStatementMs: number;
+    p99StatementMs: number;
+    p50StatementMs: number;
+    p999StatementMs: number;
+  };
   lagTarget: LagSummary;
   lagEvents?: LagSummary;
   /** Pooled raw lags are kept out of the JSON; these are the per-run summaries. */
@@ -249,6 +256,44 @@ interface LagRun {
 }
 
 const pooled = new Map<string, { target: number[]; events: number[] }>();
+
+function writerSummary(w: Awaited<ReturnType<typeof runWriter>>): LagRun["writer"] {
+  return {
+    transactions: w.result.transactions,
+    txPerSec: w.result.txPerSec,
+    maxStatementMs: w.result.maxStatementMs,
+    p99StatementMs: percentile(w.durations, 99),
+    p50StatementMs: percentile(w.durations, 50),
+    p999StatementMs: percentile(w.durations, 99.9),
+  };
+}
+
+/** The paced writer with no replicator: what its statements cost without one, at the lag runs' rates. */
+interface PacedBaseline {
+  rate: number;
+  round: number;
+  writer: LagRun["writer"];
+}
+
+async function pacedBaseline(rate: number, round: number): Promise<PacedBaseline> {
+  const dir = runDir(`paced-none-${rate}-r${round}`);
+  const db = join(dir, "app.db");
+  createSeqTable(db);
+  const w = await runWriter({
+    db,
+    rate,
+    durationMs: P.lagSeconds * 1000,
+    synchronous: P.synchronous,
+    out: join(dir, "writer"),
+  });
+  rmSync(dir, { recursive: true, force: true });
+  return {
+    rate,
+    round,
+    writer: writerSummary(w),
+  };
+}
+const paced: PacedBaseline[] = [];
 
 async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promise<LagRun> {
   const dir = runDir(`lag-${spec.id}-${rate}-r${round}`);
@@ -286,12 +331,7 @@ async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promis
     label: spec.label,
     rate,
     round,
-    writer: {
-      transactions: w.result.transactions,
-      txPerSec: w.result.txPerSec,
-      maxStatementMs: w.result.maxStatementMs,
-      p99StatementMs: percentile(w.durations, 99),
-    },
+    writer: writerSummary(w),
     lagTarget: summarize(lags),
     objects: objects.filter((o) => o.maxSeq > 0).length,
     objectBytes: objects.reduce((n, o) => n + o.bytes, 0),
@@ -716,6 +756,37 @@ function report(
       ),
     );
     parts.push("");
+    if (paced.length > 0) {
+      parts.push(
+        "The writer's statements at these rates (each INSERT's own time, measured by the writer; medians over rounds of each run's percentile), with no replicator in runs of their own right before each rate's replicated runs:",
+      );
+      parts.push("");
+      const latencyRows: (string | number)[][] = [];
+      for (const rate of P.rates) {
+        const sets: { label: string; writers: LagRun["writer"][] }[] = [
+          { label: "none", writers: paced.filter((b) => b.rate === rate).map((b) => b.writer) },
+          ...[...new Set(lag.map((r) => r.spec))].map((id) => ({
+            label: lag.find((r) => r.spec === id)!.label,
+            writers: lag.filter((r) => r.spec === id && r.rate === rate).map((r) => r.writer),
+          })),
+        ];
+        const base = median(sets[0]!.writers.map((w) => w.p50StatementMs));
+        for (const set of sets.filter((x) => x.writers.length > 0)) {
+          const p50 = median(set.writers.map((w) => w.p50StatementMs));
+          latencyRows.push([
+            `${fmt(rate)} tx/s`,
+            set.label,
+            fmt(p50 * 1000),
+            fmt(median(set.writers.map((w) => w.p99StatementMs)) * 1000),
+            fmt(median(set.writers.map((w) => w.p999StatementMs)) * 1000),
+            fmt(Math.max(...set.writers.map((w) => w.maxStatementMs)), 1),
+            base > 0 ? `${fmt((p50 / base) * 100)}%` : "-",
+          ]);
+        }
+      }
+      parts.push(table(["load", "replicator", "p50 us", "p99 us", "p99.9 us", "max ms", "p50 vs none"], latencyRows));
+      parts.push("");
+    }
     const lb = lag.filter((r) => r.lifeboat);
     if (lb.length > 0) {
       parts.push("Lifeboat cross-checks (same runs):");
@@ -1075,6 +1146,8 @@ async function main(): Promise<void> {
     if (only.has("lag")) {
       for (let round = 1; round <= P.lagRounds; round++) {
         for (const rate of P.rates) {
+          log(`lag: no replicator at ${rate} tx/s (the writer's baseline), round ${round}`);
+          paced.push(await pacedBaseline(rate, round));
           for (const spec of [
             LIFEBOAT,
             LIFEBOAT_BATCHED,
@@ -1121,7 +1194,7 @@ async function main(): Promise<void> {
     mkdirSync(dirname(outFile), { recursive: true });
     writeFileSync(
       outFile.replace(/\.md$/, ".json"),
-      `${JSON.stringify({ env, params: P, target: args.target, lag, tput, restore, requests, ...(S3 ? { polls: pollSummary() } : {}) }, null, 2)}\n`,
+      `${JSON.stringify({ env, params: P, target: args.target, lag, paced, tput, restore, requests, ...(S3 ? { polls: pollSummary() } : {}) }, null, 2)}\n`,
     );
     writeFileSync(outFile, `${report(env, lag, tput, restore, requests)}\n`);
     log(`wrote ${outFile}`);
