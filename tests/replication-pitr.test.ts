@@ -6,6 +6,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRandom, databaseContentHash, startWriterProcess, type WriterProcess } from "@lifeboat/testkit";
+import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDir } from "./helpers.js";
 import {
@@ -16,6 +17,8 @@ import {
   observedTimes,
   type ReplicatorProcess,
   restoreWithCli,
+  runCli,
+  sleep,
   startReplicator,
   storedGenerations,
   storedSegments,
@@ -140,4 +143,63 @@ describe("point-in-time restore of a database written by another process", () =>
       }
     }
   }, 170_000);
+
+  it("a time when no replicator ran restores the state before that stretch and says which transactions it cannot place", async () => {
+    const dir = tempDir("pitr-unwatched");
+    const db = join(dir, "app.db");
+    const target = join(dir, "archive");
+    createDatabase(db);
+    // The app keeps its connection open across the replicator's restart, as a server does (the
+    // last connection to close checkpoints and deletes the WAL, and a new generation would start).
+    const app = new Database(db);
+    cleanups.push(() => app.close());
+    app.pragma("busy_timeout = 5000");
+    const write = (v: string) => app.prepare("INSERT INTO seed (v) VALUES (?)").run(v);
+    const first = startReplicator([db, "--to", target]);
+    cleanups.push(() => first.kill());
+    await first.waitFor((e) => e.type === "snapshot", "the generation's snapshot", 60_000);
+    write("watched");
+    await first.waitFor((e) => e.type === "shipped" && Number(e.lastTxn) >= 1, "transaction 1 shipped", 30_000);
+    const watchedHash = databaseContentHash(db);
+    expect((await first.kill("SIGTERM")).code).toBe(0);
+    write("while down 1");
+    write("while down 2");
+    await sleep(50);
+    const whileDown = Date.now();
+    await sleep(50);
+    const second = startReplicator([db, "--to", target]);
+    cleanups.push(() => second.kill());
+    await second.waitFor(
+      (e) => e.type === "shipped" && Number(e.lastTxn) >= 3,
+      "the transactions found at start",
+      30_000,
+    );
+    expect((await second.kill("SIGTERM")).code).toBe(0);
+    expect(
+      second.events.filter((e) => e.type === "generation"),
+      "a clean restart continues the generation",
+    ).toHaveLength(0);
+
+    const json = await restoreWithCli(db, target, join(dir, "down.db"), { toTime: whileDown });
+    expect(json.ok, `${json.run.stdout}\n${json.run.stderr}`).toBe(true);
+    expect(json.result!.txn).toBe(1);
+    expect(json.hash).toBe(watchedHash);
+    const text = await runCli([
+      "restore",
+      db,
+      "--to",
+      target,
+      "--to-time",
+      new Date(whileDown).toISOString(),
+      "--output",
+      join(dir, "down-text.db"),
+      "--yes",
+    ]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(
+      /warning: Transactions 2-3 were committed at unknown times between \S+ and \S+, while no replicator was watching/,
+    );
+    const all = await restoreWithCli(db, target, join(dir, "txn3.db"), { toTxn: 3 });
+    expect(all.hash).toBe(databaseContentHash(db));
+  }, 120_000);
 });
