@@ -16,6 +16,11 @@ describe("durations and times", () => {
     expect(parseTime("10 minutes ago", now)).toBe(now - 600_000);
     expect(parseTime("2h ago", now)).toBe(now - 7_200_000);
     expect(parseTime("1 day ago", now)).toBe(now - 86_400_000);
+    expect(parseTime("1795342500", now)).toBe(Date.UTC(2026, 10, 22, 10, 15));
+    expect(parseTime("@1795342500.25", now)).toBe(Date.UTC(2026, 10, 22, 10, 15) + 250);
+    expect(parseTime("1795342500250", now)).toBe(Date.UTC(2026, 10, 22, 10, 15) + 250);
+    expect(parseTime("2026-11-22T11:15:00+01:00", now)).toBe(Date.UTC(2026, 10, 22, 10, 15));
+    expect(() => parseTime("12345", now)).toThrow(/not a point in time/);
     expect(() => parseTime("last tuesday-ish", now)).toThrow(/not a point in time/);
   });
 });

@@ -48,8 +48,10 @@ for (const [unit, names] of Object.entries({
 }
 
 /**
- * Parses a point in time: ISO 8601 (`2026-11-22T10:15:00Z`, a date alone means midnight UTC) or a
- * relative form (`10 minutes ago`, `2h ago`, `yesterday`). Returns epoch milliseconds.
+ * Parses a point in time: ISO 8601 (`2026-11-22T10:15:00Z`, a date alone means midnight UTC, a
+ * time without an offset is local time), a relative form (`10 minutes ago`, `2h ago`,
+ * `yesterday`), or Unix time (`1795342500` seconds, `@1795342500.25`, 13 digits: milliseconds).
+ * Returns epoch milliseconds.
  */
 export function parseTime(text: string, now = Date.now()): number {
   const t = text.trim().toLowerCase();
@@ -60,6 +62,13 @@ export function parseTime(text: string, now = Date.now()): number {
     if (unit !== undefined) return now - Number(relative[1]) * unit;
   }
   if (t === "yesterday") return now - 86_400_000;
+  // Unix time, as `date +%s` prints it (optionally `@`-prefixed, as `date -d` takes it): seconds,
+  // with a fraction or not; 13 digits are milliseconds (`Date.now()`).
+  const epoch = /^@?(\d{9,13})(\.\d+)?$/.exec(t);
+  if (epoch) {
+    const digits = epoch[1]!;
+    return digits.length >= 12 && !epoch[2] ? Number(digits) : Math.floor(Number(digits + (epoch[2] ?? "")) * 1000);
+  }
   const parsed = Date.parse(text.trim());
   if (!Number.isNaN(parsed)) return parsed;
   throw new LifeboatError(ErrorCodes.INVALID_ARGUMENT, `"${text}" is not a point in time.`, {
