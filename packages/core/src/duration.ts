@@ -69,7 +69,7 @@ export function parseTime(text: string, now = Date.now()): number {
     const digits = epoch[1]!;
     return digits.length >= 12 && !epoch[2] ? Number(digits) : Math.floor(Number(digits + (epoch[2] ?? "")) * 1000);
   }
-  const parsed = Date.parse(text.trim());
+  const parsed = /^\d+$/.test(t) ? Number.NaN : Date.parse(text.trim()); // "12345" is no year 12345
   if (!Number.isNaN(parsed)) return parsed;
   throw new LifeboatError(ErrorCodes.INVALID_ARGUMENT, `"${text}" is not a point in time.`, {
     hint: 'Use ISO 8601 (2026-11-22T10:15:00Z) or a relative time ("10 minutes ago", "2h ago").',
