@@ -300,6 +300,25 @@ describe("replicator and point-in-time restore", () => {
     expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
   });
 
+  it("a restart at transaction 0 after the app wrote and truncated the WAL meanwhile starts a new generation", async () => {
+    const { dir, app, db, replicator, events } = await setup();
+    app.pragma("wal_checkpoint(TRUNCATE)");
+    await replicator.start(); // an empty WAL and nothing committed while it runs: its position is frame 0
+    await replicator.stop();
+    app.exec("INSERT INTO t (v) VALUES ('while down'); CREATE TABLE later (x); INSERT INTO later VALUES (1);");
+    app.pragma("wal_checkpoint(TRUNCATE)"); // the WAL is empty again, its header gone
+    const again = new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+    await again.start();
+    app.exec("INSERT INTO t (v) VALUES ('after')");
+    await again.sync();
+    await again.stop();
+    const generations = events.filter((e) => e.type === "generation");
+    expect(generations).toHaveLength(2);
+    expect(generations[1]).toMatchObject({ reason: expect.stringMatching(/no longer continues.*missing/) });
+    await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
+  });
+
   it("an outside TRUNCATE checkpoint while the replicator is down starts a new generation", async () => {
     const { app, db, replicator, events, path } = await setup();
     await replicator.start();

@@ -648,6 +648,14 @@ export class Replicator {
     }
     if (scan.result.reset)
       return `restart: the WAL no longer continues the last archived position (${scan.result.reset})`;
+    // At frame 0 the scan accepts a WAL without a header (missing, empty, or one SQLite has only
+    // announced): while our pin holds, nothing can have been committed unseen. Across a restart it
+    // can: the app may have written, checkpointed and removed or truncated the WAL meanwhile. Only
+    // the same header proves nothing happened.
+    const header = scan.result.header;
+    if (position.frame === 0 && (header?.salt1 !== position.salt1 || header?.salt2 !== position.salt2)) {
+      return `restart: the WAL no longer continues the last archived position (${header ? "salt-changed" : "missing"})`;
+    }
     this.#generation = state.generation;
     this.#txn = txn;
     this.#position = position;
