@@ -53,6 +53,18 @@ describe("bad input: a clear message, a non-zero exit, nothing changed", () => {
     expect(r.stderr).toContain("lifeboat init");
   });
 
+  it.each([
+    ["a hex transaction number", ["--to-txn", "0x3"], /--to-txn must be a transaction number, not "0x3"/],
+    ["an exponent", ["--to-txn", "1e1"], /--to-txn must be a transaction number/],
+    ["both a time and a transaction", ["--to-txn", "3", "--to-time", "1 minute ago"], /each pick the point/],
+    ["a bare number that is no Unix time", ["--to-time", "12345"], /"12345" is not a point in time/],
+  ])("restore with %s", (_label, args, message) => {
+    const r = cli(["restore", db, "--to", backups, "--output", join(dir, "never.db"), ...args]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(readdirSync(dir)).not.toContain("never.db");
+  });
+
   it("an unusable target directory", () => {
     writeFileSync(join(dir, "afile"), "x");
     const r = cli(["backup", db, "--to", join(dir, "afile", "sub")]);

@@ -150,6 +150,32 @@ export function restoreWindows(
   return windows.map((w) => ({ ...w, to: new Date(w.to).toISOString() }));
 }
 
+/** The generation with the greatest `score` (null: not a candidate); the newer one of a tie. */
+function newestBy(
+  generations: readonly GenerationInfo[],
+  score: (g: GenerationInfo) => number | null,
+): GenerationInfo | undefined {
+  let best: GenerationInfo | undefined;
+  let bestScore = Number.NEGATIVE_INFINITY;
+  for (const g of generations) {
+    const s = score(g);
+    if (s !== null && s >= bestScore) {
+      best = g;
+      bestScore = s;
+    }
+  }
+  return best;
+}
+
+/** The newest restorable moment of `g` at or before `t` (ms), or null when it has none that early. */
+function latestAtOrBefore(g: GenerationInfo, t: number): number | null {
+  let latest: number | null = null;
+  for (const w of g.windows) {
+    if (Date.parse(w.from) <= t) latest = Math.min(Date.parse(w.to), t);
+  }
+  return latest;
+}
+
 /** "0-1 (… to …), 32-40 (… to …)": the windows, for messages. */
 function describeWindows(windows: readonly RestoreWindow[]): string {
   return windows.map((w) => `transactions ${w.fromTxn}-${w.toTxn} (${w.from} to ${w.to})`).join(", ");
@@ -228,7 +254,10 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
     let generation: GenerationInfo | undefined;
     if (options.toTime !== undefined) {
       const t = new Date(options.toTime).toISOString();
-      generation = [...generations].reverse().find((g) => g.from !== null && g.from <= t);
+      // The generation holding the newest state at or before T: a one-off backup taken while a
+      // replicator archived the database is a generation of its own, newer, but with an older
+      // state than the archive holds for T.
+      generation = newestBy(generations, (g) => latestAtOrBefore(g, options.toTime!));
       if (!generation) {
         throw new LifeboatError(
           ErrorCodes.NO_RESTORE_POINT,
@@ -246,7 +275,7 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
         [...generations].reverse().find((g) => g.windows.some((w) => w.fromTxn <= n && n <= w.toTxn)) ??
         generations.at(-1)!;
     } else {
-      generation = generations.at(-1)!;
+      generation = newestBy(generations, (g) => (g.to === null ? null : Date.parse(g.to)))!;
     }
     const g = generation;
     let window: RestoreWindow | undefined;
@@ -301,7 +330,7 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
         }
       } else if (t > Date.parse(w.to)) {
         const next = generations[generations.indexOf(g) + 1];
-        if (next?.from && !options.generation) {
+        if (next?.from && Date.parse(next.from) > t && !options.generation) {
           warnings.push(
             `Nothing was archived between ${w.to} (the end of generation ${g.generation}) and ${next.from} (the start of generation ${next.generation}), and ${iso(t)} lies between them: the restore gives the state as of ${w.to}. Anything committed after that and before ${next.from} is not in it; restore to ${next.from} or later to get it.`,
           );
@@ -310,6 +339,11 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
     } else {
       window = g.windows.at(-1);
       txn = g.restorableTo;
+      if (g.lastTxn > txn) {
+        warnings.push(
+          `Generation ${g.generation} on ${named.name} has segments up to transaction ${g.lastTxn}, but transaction ${txn + 1} is missing there, so the restore stops at ${txn}. Windows: ${describeWindows(g.windows)}.`,
+        );
+      }
     }
     const w = window;
     const good = g.snapshots.filter((s) => s.integrity.ok && w && s.position >= w.fromTxn);

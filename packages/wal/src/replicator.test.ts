@@ -62,7 +62,7 @@ async function setup(
   cleanups.push(() => {
     app.close();
   });
-  return { dir, path, app, db, replicator, events };
+  return { dir, path, app, lb, db, replicator, events };
 }
 
 describe("replicator and point-in-time restore", () => {
@@ -205,6 +205,52 @@ describe("replicator and point-in-time restore", () => {
     expect(databaseContentHash(join(dir, "between.db"))).toBe(first);
     expect(result.warnings).toHaveLength(1);
     expect(result.warnings[0]).toMatch(/^Nothing was archived between .* and .* \(the start of generation/);
+  });
+
+  it("a one-off backup taken while the replicator runs does not hide the archive's newer states", async () => {
+    const { dir, app, lb, db, replicator } = await setup();
+    await replicator.start();
+    app.exec("INSERT INTO t (v) VALUES ('one')");
+    await replicator.sync();
+    await lb.backup(undefined, { reason: "manual" }); // not through the replicator: a generation of its own
+    await new Promise((r) => setTimeout(r, 30));
+    app.exec("INSERT INTO t (v) VALUES ('two')");
+    await replicator.sync();
+    const afterTwo = databaseContentHash(app);
+    await new Promise((r) => setTimeout(r, 30));
+    const between = Date.now();
+    await new Promise((r) => setTimeout(r, 30));
+    app.exec("INSERT INTO t (v) VALUES ('three')");
+    await replicator.stop();
+    expect(await listGenerations(new Repository(db.targets[0]!, db.name))).toHaveLength(2);
+    const latest = await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
+    expect(latest.txn).toBe(3);
+    await restoreToPoint(db, { toTime: between, output: join(dir, "between.db") });
+    expect(databaseContentHash(join(dir, "between.db"))).toBe(afterTwo);
+  });
+
+  it("says so when segments after a missing one cannot be applied", async () => {
+    const { dir, app, db, replicator } = await setup();
+    await replicator.start();
+    for (const v of ["one", "two", "three"]) {
+      app.prepare("INSERT INTO t (v) VALUES (?)").run(v);
+      await replicator.sync();
+    }
+    await replicator.stop();
+    const repo = new Repository(db.targets[0]!, db.name);
+    const [generation] = await listGenerations(repo);
+    expect(generation!.segments.map((x) => [x.firstTxn, x.lastTxn])).toEqual([
+      [1, 1],
+      [2, 2],
+      [3, 3],
+    ]);
+    rmSync(join(dir, "backups", generation!.segments[1]!.key)); // lost on the target
+    const latest = await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(latest.txn).toBe(1);
+    expect(latest.warnings).toEqual([
+      expect.stringMatching(/segments up to transaction 3, but transaction 2 is missing/),
+    ]);
   });
 
   it("gives up on a WAL whose committed frames fail their checksums and starts a new generation", async () => {

@@ -47,15 +47,14 @@ export function registerBackup(program: Command): void {
             cooperative.push({ database: name, id: fresh.id, via: fresh.via });
             continue;
           }
-          if (!flags.to) {
-            const response = await requestSnapshot(await lb.database(name), flags.reason);
-            if (response) {
-              out.line(
-                `Snapshot ${response.id} of ${name} taken by the running replicator (generation ${response.generation}, transaction ${response.position})`,
-              );
-              cooperative.push({ database: name, ...response });
-              continue;
-            }
+          // A replicator archiving this database to the same targets (with a config, or `--to`) takes it.
+          const response = await requestSnapshot(await lb.database(name), flags.reason);
+          if (response) {
+            out.line(
+              `Snapshot ${response.id} of ${name} taken by the running replicator (generation ${response.generation}, transaction ${response.position})`,
+            );
+            cooperative.push({ database: name, ...response });
+            continue;
           }
           const result = await lb
             .backup(name, { reason: flags.reason, onProgress: out.progress })

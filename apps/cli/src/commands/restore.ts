@@ -33,7 +33,10 @@ export function registerRestore(program: Command): void {
     .option("--confirm <phrase...>", "typed confirmation phrases a guard asks for")
     .option("--from <target>", "read from this target (its name in the config)")
     .option("--to <location...>", "read from this location instead of the config's targets")
-    .option("-t, --to-time <time>", 'the state as of this moment: ISO 8601 (without an offset: local time), relative ("10 minutes ago") or Unix seconds')
+    .option(
+      "-t, --to-time <time>",
+      'the state as of this moment: ISO 8601 (without an offset: local time), relative ("10 minutes ago") or Unix seconds',
+    )
     .option("--to-txn <n>", "the state right after transaction N of the generation (see lifeboat list)")
     .option("-g, --generation <id>", "restore from this generation (default: the newest that covers the point)")
     .option("--integrity <mode>", "check of the restored file before it is put in place: full, quick, off", "quick")
@@ -51,8 +54,17 @@ export function registerRestore(program: Command): void {
             },
           );
         }
+        if (flags.toTime && flags.toTxn !== undefined) {
+          throw new LifeboatError(
+            ErrorCodes.INVALID_ARGUMENT,
+            "--to-time and --to-txn each pick the point to restore.",
+            {
+              hint: "Give one of them.",
+            },
+          );
+        }
         const toTxn = flags.toTxn === undefined ? undefined : Number(flags.toTxn);
-        if (toTxn !== undefined && (!Number.isInteger(toTxn) || toTxn < 0)) {
+        if (toTxn !== undefined && (!/^\d+$/.test(String(flags.toTxn).trim()) || !Number.isSafeInteger(toTxn))) {
           throw new LifeboatError(
             ErrorCodes.INVALID_ARGUMENT,
             `--to-txn must be a transaction number, not "${flags.toTxn}".`,
