@@ -1,5 +1,14 @@
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -187,5 +196,25 @@ describe("lifeboat backup / list / restore (no config)", () => {
     const verify = cli(["verify", db, "--to", backups, "--json"]);
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
     expect(json(verify).databases[0].restores[0].integrity.check).toBe("integrity_check");
+  });
+
+  it("works through a symlinked database path: backs up the real file and restores into it, keeping the link", () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, "real"));
+    const real = join(dir, "real", "shop.db");
+    const link = join(dir, "shop.db");
+    const backups = join(dir, "backups");
+    makeShop(real, 200);
+    symlinkSync(real, link);
+    const backup = cli(["backup", link, "--to", backups]);
+    expect(backup.code, backup.stderr).toBe(0);
+    const db = new Database(real);
+    db.exec("DELETE FROM orders WHERE id > 50");
+    db.close();
+    const restore = cli(["restore", link, "--to", backups, "--yes"]);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(count(real, "orders")).toBe(200);
+    expect(readdirSync(join(dir, "real", ".lifeboat-safety"))).toHaveLength(1); // the replaced file, beside the real one
   });
 });

@@ -2,7 +2,8 @@
  * The programmatic API: build a `Lifeboat` from a config and the plugins to use, then call the
  * operations by database name. The CLI is a thin layer over this.
  */
-import { isAbsolute, resolve } from "node:path";
+import { realpathSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { type BackupOptions, type BackupResult, backup } from "./backup.js";
 import type { Codec } from "./codec.js";
 import { type DatabaseConfig, databaseNameOf, type LifeboatConfig, type ParsedConfig, parseConfig } from "./config.js";
@@ -90,8 +91,8 @@ export class Lifeboat {
     }
     const byName = names.indexOf(nameOrPath);
     if (byName >= 0) return byName;
-    const asPath = resolve(nameOrPath);
-    const byPath = this.config.databases.findIndex((db) => resolve(this.#baseDir, db.path) === asPath);
+    const asPath = canonicalPath(resolve(nameOrPath));
+    const byPath = this.config.databases.findIndex((db) => canonicalPath(resolve(this.#baseDir, db.path)) === asPath);
     if (byPath >= 0) return byPath;
     throw new LifeboatError(ErrorCodes.INVALID_ARGUMENT, `No database "${nameOrPath}" in the config.`, {
       hint: `Databases: ${names.join(", ")}. Give a name from the config or the path of its file.`,
@@ -170,7 +171,9 @@ export class Lifeboat {
     };
     return {
       name,
-      path: isAbsolute(db.path) ? db.path : resolve(this.#baseDir, db.path),
+      // Through symlinks: SQLite keeps the -wal and -shm next to the real file, and a restore
+      // must replace the real file, not the link.
+      path: canonicalPath(isAbsolute(db.path) ? db.path : resolve(this.#baseDir, db.path)),
       declaredEnvironment: db.environment ?? null,
       driver,
       targets,
@@ -243,4 +246,17 @@ export class Lifeboat {
 
 export function createLifeboat(options: CreateLifeboatOptions): Lifeboat {
   return new Lifeboat(options);
+}
+
+/** `path` with symlinks resolved; for a file that does not exist yet, its directory's. */
+function canonicalPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    try {
+      return join(realpathSync(dirname(path)), basename(path));
+    } catch {
+      return path;
+    }
+  }
 }
