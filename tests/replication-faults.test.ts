@@ -3,7 +3,7 @@
  * must not archive as they are (rollback-journal mode, a read-only file system, deleted and
  * recreated under it), a second replicator on the same database and target, and SIGTERM.
  */
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { databaseContentHash, startWriterProcess } from "@lifeboat/testkit";
@@ -294,5 +294,41 @@ describe.concurrent("continuous archiving under faults", () => {
     cleanups.push(() => again.kill());
     const early = await Promise.race([again.exited, sleep(5000).then(() => undefined)]);
     expect(early, `a restart right away runs: ${again.stderr()}`).toBeUndefined();
+  });
+
+  it("a database of the config that does not exist yet: the others are archived, and it is once it appears", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const cleanups = cleanupList(onTestFinished);
+    const dir = tempDir("later");
+    const present = join(dir, "present.db");
+    const later = join(dir, "later.db");
+    const target = join(dir, "archive");
+    createDatabase(present);
+    const config = join(dir, "lifeboat.yml");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        databases: [present, later].map((path) => ({ path, targets: [{ type: "local", path: target }] })),
+      }),
+    );
+    const replicator = startReplicator(["--config", config]);
+    cleanups.push(() => replicator.kill());
+    const waiting = await replicator.waitFor((e) => e.type === "waiting", "a waiting event for the missing database");
+    expect(waiting.database).toBe("later");
+    await replicator.waitFor((e) => e.type === "started", "the start of archiving");
+    expect(storedGenerations(target, "present")).toHaveLength(1);
+    const hash = createDatabase(later, { rows: 10 });
+    await replicator.waitFor(
+      (e) => e.type === "snapshot" && e.database === "later",
+      "the snapshot of the database once it exists",
+      15_000,
+    );
+    const exit = await replicator.kill("SIGTERM");
+    expect(exit.code, replicator.stderr()).toBe(0);
+    const restored = await restoreWithCli(later, target, join(dir, "later-restored.db"));
+    expect(restored.ok, restored.run.stderr).toBe(true);
+    expect(restored.hash).toBe(hash);
   });
 });

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
-import { parseDuration } from "@lifeboat/core";
+import { ErrorCodes, isLifeboatError, parseDuration } from "@lifeboat/core";
 import { createDaemon } from "@lifeboat/daemon";
 import { Replicator, type ReplicatorEvent, replicatorOptionsFrom } from "@lifeboat/wal";
 import type { Command } from "commander";
@@ -127,6 +127,16 @@ export function registerReplicate(program: Command): void {
       };
       // Installed before start-up: a signal during start-up also ships, releases and exits cleanly.
       for (const signal of flags.exec ? FORWARDED : (["SIGINT", "SIGTERM"] as const)) process.on(signal, onSignal);
+      /** Databases that did not exist at start-up: archiving each starts once its file appears. */
+      const waiting: Replicator[] = [];
+      const archiving = (replicator: Replicator, late = false) => {
+        daemon.attachReplicator(replicator);
+        if (flags.json && !late) return; // the "started" event lists them
+        say(
+          `${replicator.db.name}: archiving ${replicator.db.path} -> ${replicator.db.targets.map((t) => `${t.name} (${t.target.location})`).join(", ")}`,
+          { type: "archiving", database: replicator.db.name, path: replicator.db.path },
+        );
+      };
       try {
         for (const name of names) {
           const context = await lb.database(name);
@@ -140,14 +150,50 @@ export function registerReplicate(program: Command): void {
             },
           });
           replicators.push(replicator); // before start(): a signal during start-up stops it too
-          await replicator.start();
-          daemon.attachReplicator(replicator);
-          if (!flags.json)
-            process.stdout.write(
-              `${new Date().toISOString()} ${context.name}: archiving ${context.path} -> ${context.targets.map((t) => `${t.name} (${t.target.location})`).join(", ")}\n`,
+          try {
+            await replicator.start();
+          } catch (error) {
+            // Not created yet: with other databases to archive, or an app to start that may
+            // create it (--exec), the others go on and this one starts once the file exists. A
+            // lone database that is missing is more likely a wrong path: that fails.
+            if (!isLifeboatError(error, ErrorCodes.DATABASE_NOT_FOUND) || (names.length === 1 && !flags.exec))
+              throw error;
+            say(
+              `${context.name}: ${context.path} does not exist (yet); archiving it starts once it does (checked every ${WAIT_FOR_DATABASE_MS / 1000} s)`,
+              { type: "waiting", database: context.name, path: context.path, error: error.toJSON() },
             );
+            waiting.push(replicator);
+            continue;
+          }
+          archiving(replicator);
         }
         await daemon.start();
+        if (waiting.length > 0) {
+          let trying = false;
+          const timer = setInterval(async () => {
+            if (trying || stopping) return;
+            trying = true;
+            for (const replicator of [...waiting]) {
+              try {
+                await replicator.start();
+              } catch (error) {
+                if (isLifeboatError(error, ErrorCodes.DATABASE_NOT_FOUND)) continue;
+                say(`${replicator.db.name}: archiving could not start: ${(error as Error).message}`, {
+                  type: "error",
+                  database: replicator.db.name,
+                  error: isLifeboatError(error) ? error.toJSON() : { message: String(error) },
+                });
+                continue;
+              }
+              waiting.splice(waiting.indexOf(replicator), 1);
+              if (stopping) break;
+              archiving(replicator, true);
+            }
+            if (waiting.length === 0) clearInterval(timer);
+            trying = false;
+          }, WAIT_FOR_DATABASE_MS);
+          timer.unref();
+        }
       } catch (error) {
         if (flags.exec)
           process.stderr.write(`lifeboat: archiving did not start, so \`${flags.exec}\` was not started\n`);
@@ -206,3 +252,6 @@ function forward(child: ChildProcess, signal: NodeJS.Signals): void {
     child.kill(signal);
   }
 }
+
+/** How often a database that did not exist at start-up is looked for again (ms). */
+const WAIT_FOR_DATABASE_MS = 2000;
