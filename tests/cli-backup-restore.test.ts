@@ -217,4 +217,24 @@ describe("lifeboat backup / list / restore (no config)", () => {
     expect(count(real, "orders")).toBe(200);
     expect(readdirSync(join(dir, "real", ".lifeboat-safety"))).toHaveLength(1); // the replaced file, beside the real one
   });
+
+  it("the restore's table summary includes tables only the replaced database had", () => {
+    const dir = tempDir();
+    const db = join(dir, "shop.db");
+    const backups = join(dir, "backups");
+    makeShop(db, 20);
+    expect(cli(["backup", db, "--to", backups]).code).toBe(0);
+    const app = new Database(db);
+    app.exec("CREATE TABLE added_later (x); INSERT INTO added_later VALUES (1), (2), (3);");
+    app.close();
+    const restore = cli(["restore", db, "--to", backups, "--yes", "--json"]);
+    expect(restore.code, restore.stderr).toBe(0);
+    const tables = json(restore).restore.tables as { name: string; currentRows: number; backupRows: number | null }[];
+    expect(tables.find((t) => t.name === "added_later")).toMatchObject({
+      currentRows: 3,
+      backupRows: null,
+      difference: -3,
+    });
+    expect(tables.find((t) => t.name === "orders")).toMatchObject({ currentRows: 20, backupRows: 20 });
+  });
 });

@@ -36,6 +36,19 @@ export interface TableDiff {
   readonly difference: number;
 }
 
+/** Every table of either side, by name, with its rows before and after (null: not on that side). */
+export function tableDiffs(
+  current: readonly { name: string; rows: number }[],
+  backup: readonly { name: string; rows: number }[],
+): TableDiff[] {
+  const names = new Set([...backup.map((t) => t.name), ...current.map((t) => t.name)]);
+  return [...names].sort().map((name): TableDiff => {
+    const currentRows = current.find((t) => t.name === name)?.rows ?? null;
+    const backupRows = backup.find((t) => t.name === name)?.rows ?? null;
+    return { name, currentRows, backupRows, difference: (backupRows ?? 0) - (currentRows ?? 0) };
+  });
+}
+
 export interface RestorePlan {
   readonly backupId: string;
   readonly createdAt: string;
@@ -112,12 +125,7 @@ export async function planRestore(
   let current: DatabaseDescription | null = null;
   const outputExists = await exists(output);
   if (outputExists) current = await db.driver.describe(output).catch(() => null);
-  const names = new Set([...manifest.source.tables.map((t) => t.name), ...(current?.tables.map((t) => t.name) ?? [])]);
-  const tables = [...names].sort().map((name): TableDiff => {
-    const currentRows = current?.tables.find((t) => t.name === name)?.rows ?? null;
-    const backupRows = manifest.source.tables.find((t) => t.name === name)?.rows ?? null;
-    return { name, currentRows, backupRows, difference: (backupRows ?? 0) - (currentRows ?? 0) };
-  });
+  const tables = tableDiffs(current?.tables ?? [], manifest.source.tables);
   return {
     backupId: manifest.id,
     createdAt: manifest.createdAt,

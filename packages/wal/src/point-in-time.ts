@@ -32,6 +32,7 @@ import {
   type RestorePlan,
   removeQuietly,
   type SnapshotManifest,
+  tableDiffs,
   tempPathFor,
   whileSyncing,
 } from "@lifeboat/core";
@@ -446,12 +447,10 @@ export async function restoreToPoint(
   return {
     ...base,
     tables: restored
-      ? restored.tables.map((t) => ({
-          name: t.name,
-          currentRows: plan.tables.find((p) => p.name === t.name)?.currentRows ?? null,
-          backupRows: t.rows,
-          difference: t.rows - (plan.tables.find((p) => p.name === t.name)?.currentRows ?? 0),
-        }))
+      ? tableDiffs(
+          plan.tables.flatMap((p) => (p.currentRows === null ? [] : [{ name: p.name, rows: p.currentRows }])),
+          restored.tables,
+        )
       : plan.tables,
     userVersion: { current: plan.userVersion.current, backup: restored?.userVersion ?? plan.userVersion.backup },
     dryRun: false,
