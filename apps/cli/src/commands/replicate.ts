@@ -37,7 +37,7 @@ function describe(event: ReplicatorEvent): string | null {
     case "spooled":
       return null;
     case "checkpoint":
-      return `${event.database}: ${event.mode} checkpoint of ${event.frames} frames${event.complete ? "" : " (partial: readers)"}, write lock held ${event.writeLockMs.toFixed(1)} ms`;
+      return `${event.database}: ${event.mode} checkpoint, ${event.checkpointed} of ${event.frames} frames in the database${event.complete ? "" : " (partial: readers)"}, write lock held ${event.writeLockMs.toFixed(1)} ms`;
     case "target-error":
       return `${event.database}: target ${event.target} failed: ${event.error.message} (queued locally; retrying in ${Math.round(event.retryInMs / 1000)} s)`;
     case "target-recovered":
