@@ -37,7 +37,11 @@ export interface ReplicatorJsonEvent {
     | "checkpoint"
     | "target-error"
     | "target-recovered"
-    | "error";
+    | "error"
+    // the CLI's own: archiving started; a database it waits for; archiving of it started later
+    | "started"
+    | "waiting"
+    | "archiving";
   readonly database: string;
   readonly generation?: string;
   readonly reason?: string;

@@ -152,7 +152,9 @@ describe("point-in-time restore of a database written by another process", () =>
     // The app keeps its connection open across the replicator's restart, as a server does (the
     // last connection to close checkpoints and deletes the WAL, and a new generation would start).
     const app = new Database(db);
-    cleanups.push(() => app.close());
+    cleanups.push(() => {
+      app.close();
+    });
     app.pragma("busy_timeout = 5000");
     const write = (v: string) => app.prepare("INSERT INTO seed (v) VALUES (?)").run(v);
     const first = startReplicator([db, "--to", target]);
