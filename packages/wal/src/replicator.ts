@@ -41,6 +41,7 @@ import {
   readWalTransactions,
   type SqliteSnapshot,
   scanWal,
+  WAL_FRAME_HEADER_SIZE,
   type WalHeader,
   type WalIndexHeader,
   type WalPosition,
@@ -163,7 +164,7 @@ interface PersistedState {
   /**
    * Every transaction after `position` was committed after this time (ms): a scan that began then
    * reached the WAL's end at `position`. A restart stamps the transactions it finds waiting with
-   * it (`committedAfter`). Absent in states written before 0.2.0.
+   * it (`committedAfter`). Absent in states written before 0.2.0: those transactions get none.
    */
   readonly watchedAt?: number;
   readonly targets: Record<string, { generation: string | null; shipped: number }>;
@@ -662,14 +663,9 @@ export class Replicator {
     this.#txn = txn;
     this.#position = position;
     // Whatever the WAL holds past the position was committed while no replicator watched it.
-    // States from before 0.2.0 lack the time: the newest queued transaction's is close to it.
-    this.#unwatchedSince =
-      state.watchedAt ??
-      (newest
-        ? ((await this.spool.header(newest).catch(() => undefined))?.transactions.at(-1)?.observedAt ?? null)
-        : null);
-    this.#watchedAt = this.#unwatchedSince ?? 0;
-    this.#header = scan.result.header;
+    this.#unwatchedSince = state.watchedAt ?? null;
+    this.#watchedAt = state.watchedAt ?? 0;
+    this.#header = header;
     this.#positions.reset(position, txn);
     for (const t of this.#targets) {
       const saved = state.targets[t.repo.named.name];
@@ -1024,17 +1020,12 @@ export class Replicator {
     // fsync again at its next commit, inside that commit. Moving it at every pass past the
     // threshold, as before, cost a writer with synchronous=FULL about 7 points of throughput
     // (bracketed A/B, 5 rounds: 80.4% vs 87.1% of unreplicated; NORMAL 85.1% vs 87.2%).
-    // The WAL's size by its index, not our position: a pass that ships a large transaction (a bulk
-    // import) must move the pin before the checkpoint that follows it, or that checkpoint copies
-    // nothing and the locked one after it copies everything with the write lock held (measured:
-    // 340 ms for 100 MB).
-    const walFrames = Math.max(this.#position.frame, this.#walIndex()?.mxFrame ?? 0);
     const checkpointDue =
-      walFrames > this.#o.checkpointPages &&
+      this.#position.frame > this.#o.checkpointPages &&
       !this.#checkpointing &&
       (this.#lockedCheckpointDue ||
         Date.now() >= this.#nextCheckpointAt ||
-        walFrames > this.#o.emergencyCheckpointPages);
+        this.#position.frame > this.#o.emergencyCheckpointPages);
     const rotate =
       !this.#continuity ||
       !this.#pins.some((p) => p.inTransaction) ||
@@ -1435,6 +1426,7 @@ export class Replicator {
     }
     if (!this.#position || !this.#writer) return;
     const thread = this.#thread();
+    const urgent = this.#position.frame > this.#o.emergencyCheckpointPages;
     const lockStarted = Date.now();
     const attempt = await thread.lock(LOCK_SPIN_MS).catch((error: unknown) => {
       this.#report(error);
@@ -1442,7 +1434,6 @@ export class Replicator {
     });
     this.#lockingMs += Date.now() - lockStarted;
     if (!attempt.locked) {
-      const urgent = this.#position.frame > this.#o.emergencyCheckpointPages;
       this.#nextLockedAt = Date.now() + (urgent ? 0 : LOCK_RETRY_MS);
       this.#nextCheckpointAt = this.#nextLockedAt;
       return;
@@ -1456,10 +1447,8 @@ export class Replicator {
     try {
       // A large transaction committed since the last ship (a bulk import): reading it here would
       // stall the app for as long. Let go; the next pass ships it without the lock.
-      const frameBytes = (this.#header?.pageSize ?? 4096) + 24;
-      const urgent = this.#position.frame > this.#o.emergencyCheckpointPages;
+      const frameBytes = (this.#header?.pageSize ?? 4096) + WAL_FRAME_HEADER_SIZE;
       if (!urgent && this.#unshippedFrames() * frameBytes > LOCKED_READ_MAX_BYTES) {
-        aborted = true;
         this.#lockedCheckpointDue = true;
         this.#requestPass();
         return;
@@ -1485,7 +1474,6 @@ export class Replicator {
           if (result.pageRecords) pending = { transactions, header, records: result.pageRecords };
           else await this.#spool(transactions, header, framesOf(this.walPath, header, transactions));
         }
-        if (!pending) this.#watched(readAt);
         this.#unpinAll();
         row = this.#checkpointLocked(this.#writer);
         this.#pin();
@@ -1512,8 +1500,8 @@ export class Replicator {
         }
         throw error;
       }
-      this.#watched(readAt);
     }
+    this.#watched(readAt); // all it read is queued
     if (complete) {
       this.#restartExpected = this.#position;
       this.#lockedBackoffMs = LOCKED_BACKOFF_MS;
