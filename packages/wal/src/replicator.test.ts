@@ -62,7 +62,9 @@ async function setup(
   cleanups.push(() => {
     app.close();
   });
-  return { dir, path, app, lb, db, replicator, events };
+  /** A second replicator of the same database (a restart), reporting into the same events. */
+  const restarted = () => new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+  return { dir, path, app, lb, db, replicator, events, restarted };
 }
 
 describe("replicator and point-in-time restore", () => {
@@ -128,7 +130,7 @@ describe("replicator and point-in-time restore", () => {
   });
 
   it("stamps what a restart finds already committed with when nobody watched, and says so at restores into that stretch", async () => {
-    const { dir, app, db, replicator, events } = await setup();
+    const { dir, app, db, replicator, events, restarted } = await setup();
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     await replicator.start();
     app.exec("INSERT INTO t (v) VALUES ('watched')");
@@ -145,7 +147,7 @@ describe("replicator and point-in-time restore", () => {
     }
     const midGap = Date.now();
     await sleep(30);
-    const again = new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+    const again = restarted();
     await again.start();
     app.exec("INSERT INTO t (v) VALUES ('watched again')");
     await again.sync();
@@ -186,7 +188,7 @@ describe("replicator and point-in-time restore", () => {
   });
 
   it("warns when a time falls between two generations, where nothing was archived", async () => {
-    const { dir, app, db, replicator, events } = await setup();
+    const { dir, app, db, replicator, events, restarted } = await setup();
     await replicator.start();
     app.exec("INSERT INTO t (v) VALUES ('one')");
     await replicator.sync();
@@ -197,7 +199,7 @@ describe("replicator and point-in-time restore", () => {
     app.pragma("wal_checkpoint(TRUNCATE)"); // the history cannot be continued: a new generation
     const between = Date.now();
     await new Promise((r) => setTimeout(r, 30));
-    const again = new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+    const again = restarted();
     await again.start();
     await again.stop();
     expect(events.filter((e) => e.type === "generation")).toHaveLength(2);
@@ -347,13 +349,13 @@ describe("replicator and point-in-time restore", () => {
   });
 
   it("a restart at transaction 0 after the app wrote and truncated the WAL meanwhile starts a new generation", async () => {
-    const { dir, app, db, replicator, events } = await setup();
+    const { dir, app, db, replicator, events, restarted } = await setup();
     app.pragma("wal_checkpoint(TRUNCATE)");
     await replicator.start(); // an empty WAL and nothing committed while it runs: its position is frame 0
     await replicator.stop();
     app.exec("INSERT INTO t (v) VALUES ('while down'); CREATE TABLE later (x); INSERT INTO later VALUES (1);");
     app.pragma("wal_checkpoint(TRUNCATE)"); // the WAL is empty again, its header gone
-    const again = new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+    const again = restarted();
     await again.start();
     app.exec("INSERT INTO t (v) VALUES ('after')");
     await again.sync();
@@ -366,14 +368,14 @@ describe("replicator and point-in-time restore", () => {
   });
 
   it("an outside TRUNCATE checkpoint while the replicator is down starts a new generation", async () => {
-    const { app, db, replicator, events, path } = await setup();
+    const { app, db, replicator, events, path, restarted } = await setup();
     await replicator.start();
     app.exec("INSERT INTO t (v) VALUES ('one')");
     await replicator.stop();
     app.exec("INSERT INTO t (v) VALUES ('two')");
     app.pragma("wal_checkpoint(TRUNCATE)");
     app.exec("INSERT INTO t (v) VALUES ('three')");
-    const again = new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
+    const again = restarted();
     await again.start();
     app.exec("INSERT INTO t (v) VALUES ('four')");
     await again.stop();
