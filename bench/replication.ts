@@ -268,6 +268,11 @@ function writerSummary(w: Awaited<ReturnType<typeof runWriter>>): LagRun["writer
   };
 }
 
+/** The lag runs' writer: `rate` transactions a second for the lag scenario's duration. */
+function pacedWriter(dir: string, db: string, rate: number): ReturnType<typeof runWriter> {
+  return runWriter({ db, rate, durationMs: P.lagSeconds * 1000, synchronous: P.synchronous, out: join(dir, "writer") });
+}
+
 /** The paced writer with no replicator: what its statements cost without one, at the lag runs' rates. */
 interface PacedBaseline {
   rate: number;
@@ -279,13 +284,7 @@ async function pacedBaseline(rate: number, round: number): Promise<PacedBaseline
   const dir = runDir(`paced-none-${rate}-r${round}`);
   const db = join(dir, "app.db");
   createSeqTable(db);
-  const w = await runWriter({
-    db,
-    rate,
-    durationMs: P.lagSeconds * 1000,
-    synchronous: P.synchronous,
-    out: join(dir, "writer"),
-  });
+  const w = await pacedWriter(dir, db, rate);
   rmSync(dir, { recursive: true, force: true });
   return {
     rate,
@@ -303,13 +302,7 @@ async function lagRun(spec: ReplicatorSpec, rate: number, round: number): Promis
   await s.start(args["cpu-prof"] && spec.tool === "lifeboat" ? ["--cpu-prof", `--cpu-prof-dir=${dir}/prof`] : []);
   await sleep(500);
   const sampler = new ProcSampler(s.child.pid);
-  const w = await runWriter({
-    db,
-    rate,
-    durationMs: P.lagSeconds * 1000,
-    synchronous: P.synchronous,
-    out: join(dir, "writer"),
-  });
+  const w = await pacedWriter(dir, db, rate);
   await sleep(spec.tool === "litestream" ? 2500 : 300); // let the tail arrive before the bench starts decoding
   const covered = await s.waitCovered(w.result.lastSeq, 120_000);
   const proc = sampler.finish();
