@@ -118,13 +118,21 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A WAL directory: Lifeboat's `<db>/generations/<gen>/wal/`, Litestream's `generations/<gen>/wal/`. */
 const WAL_DIR = /^(.*\/wal\/)/;
+/**
+ * A generation's directory (both tools). Its `wal/` directory is polled from the moment any of
+ * its objects (the start-up snapshot) is listed, before it holds a WAL object. Until session 9 a
+ * WAL directory was polled only once a full listing had shown a WAL object in it, so a new
+ * generation's first second of WAL objects waited for the next full listing (up to 1 s): about 3%
+ * of a 30 s run's transactions for Lifeboat, whose generation has no WAL object before the writer
+ * starts, and that alone set its p99 (the 300-760 ms "first listed late" of sessions 6 and 8).
+ */
+const GENERATION_DIR = /^(.*\/generations\/[^/]+\/)/;
 
 /**
  * A WAL-directory listing starts after the newest key that was seen at least this long ago (ms),
  * not after the newest one: should the server ever list an object before one uploaded earlier,
  * a listing that started after the later key would miss the earlier one until the next full
- * listing. A guard only: in session 6 some objects were first listed 300-460 ms after their
- * upload with and without it, for reasons not found.
+ * listing. A guard only; no such reordering has been seen.
  */
 const LOOKBACK_MS = 1000;
 
@@ -181,9 +189,9 @@ export class S3Watcher implements TargetWatcher {
 
   /** The full listings (every `fullEveryMs`) and the WAL-directory ones (every `intervalMs`) run side by side. */
   async #run(full: boolean): Promise<void> {
-    if (!full) while (!this.#closed && this.#streams.size === 0) await sleep(this.intervalMs); // after the first full listing
     while (!this.#closed) {
-      await this.#poll(full);
+      // Until a generation is known, the fast loop lists the whole (then nearly empty) bucket.
+      await this.#poll(full || this.#streams.size === 0);
       await sleep(full ? this.fullEveryMs : this.intervalMs);
     }
   }
@@ -223,6 +231,9 @@ export class S3Watcher implements TargetWatcher {
     (full ? this.stats.listMs : this.stats.incrementalMs).push(performance.now() - started);
     this.stats.polls++;
     for (const [key, signature] of listed) {
+      const generation = GENERATION_DIR.exec(key)?.[1];
+      if (generation !== undefined && !this.#streams.has(`${generation}wal/`))
+        this.#streams.set(`${generation}wal/`, []);
       const stream = WAL_DIR.exec(key)?.[1];
       if (stream !== undefined) {
         const seen = this.#streams.get(stream) ?? [];
@@ -248,9 +259,14 @@ export class S3Watcher implements TargetWatcher {
       rmSync(join(this.root, key), { force: true });
       this.events.push({ at, kind: "delete", path: key });
     }
+    const listedKeys = [...listed.keys()];
     for (const [stream, seen] of [...this.#streams]) {
-      const newest = seen.at(-1)!.key;
-      if (!listed.has(newest) && since(newest) < startedAt) this.#streams.delete(stream); // gone: retention or a new generation
+      const newest = seen.at(-1)?.key;
+      const gone =
+        newest === undefined
+          ? !listedKeys.some((key) => key.startsWith(stream.slice(0, -"wal/".length)))
+          : !listed.has(newest) && since(newest) < startedAt;
+      if (gone) this.#streams.delete(stream); // retention or a new generation
     }
   }
 
