@@ -65,6 +65,43 @@ describe("bad input: a clear message, a non-zero exit, nothing changed", () => {
     expect(readdirSync(dir)).not.toContain("never.db");
   });
 
+  it("two database files whose names map to one archive folder do not share it", () => {
+    const spaced = join(dir, "my app.db");
+    const underscored = join(dir, "my_app.db");
+    makeShop(spaced, 30);
+    makeShop(underscored, 60);
+    const shared = join(dir, "shared");
+    expect(cli(["backup", spaced, "--to", shared]).code).toBe(0);
+    const stored = () => readdirSync(shared, { recursive: true }).length;
+    const before = stored();
+
+    let r = cli(["backup", underscored, "--to", shared]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain("ARCHIVE_MISMATCH");
+    expect(r.stderr).toContain('holds the archive of "my app.db", not of "my_app.db"');
+    expect(stored()).toBe(before);
+    r = cli(["replicate", underscored, "--to", shared]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain("ARCHIVE_MISMATCH");
+    expect(stored()).toBe(before);
+
+    // A restore into my_app.db would have returned my app.db's 30 rows.
+    for (const how of [[], ["--latest"]]) {
+      r = cli(["restore", underscored, "--to", shared, "--output", join(dir, "never.db"), "--yes", ...how]);
+      expect(r.code).toBe(3);
+      expect(r.stderr).toContain('holds the archive of "my app.db"');
+    }
+    expect(readdirSync(dir)).not.toContain("never.db");
+
+    // An explicit name is the user's choice: a renamed file keeps its archive.
+    const cfg = join(dir, "renamed.yml");
+    writeFileSync(
+      cfg,
+      `databases:\n  - path: ./my_app.db\n    name: my_app\n    targets: [{ type: local, path: ./shared }]\n`,
+    );
+    expect(cli(["backup", "--config", cfg]).code).toBe(0);
+  });
+
   it("an unusable target directory", () => {
     writeFileSync(join(dir, "afile"), "x");
     const r = cli(["backup", db, "--to", join(dir, "afile", "sub")]);

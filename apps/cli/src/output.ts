@@ -96,6 +96,7 @@ export function exitCodeFor(error: LifeboatError): number {
     case ErrorCodes.HOOK_VETOED:
     case ErrorCodes.DATABASE_LOCKED:
     case ErrorCodes.LEASE_HELD:
+    case ErrorCodes.ARCHIVE_MISMATCH:
       return 3;
     default:
       return 1;

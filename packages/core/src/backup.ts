@@ -40,7 +40,9 @@ export async function backup(db: DatabaseContext, options: BackupOptions = {}): 
   await checkGuards(db, "backup", false, {});
   await db.hooks.run("beforeBackup", { database: { name: db.name, path: db.path }, reason });
 
-  const repositories = db.targets.map((named) => new Repository(named, db.name));
+  const repositories = db.targets.map(
+    (named) => new Repository(named, db.name, { path: db.path, explicitName: db.explicitName }),
+  );
   await Promise.all(repositories.map((repo) => repo.open({ ...(options.signal ? { signal: options.signal } : {}) })));
   const snapshot = await db.driver.snapshot(db.path, {
     integrity: db.integrity,

@@ -9,6 +9,8 @@ import type { IntegrityMode, SourceDriver } from "./source.js";
 
 export interface DatabaseContext {
   readonly name: string;
+  /** `name` was set in the config (else it is derived from the file name). */
+  readonly explicitName?: boolean;
   /** Absolute path of the database file. */
   readonly path: string;
   readonly declaredEnvironment: string | null;

@@ -44,6 +44,11 @@ export const ErrorCodes = {
   HOOK_FAILED: "HOOK_FAILED",
   /** Another process holds the lease for this database on this target. */
   LEASE_HELD: "LEASE_HELD",
+  /**
+   * The database's folder on a target belongs to another database file whose name maps to the
+   * same folder (`my app.db` and `my_app.db`, `app.db` and `app.sqlite`).
+   */
+  ARCHIVE_MISMATCH: "ARCHIVE_MISMATCH",
   /** The requested point in time or transaction is outside every recovery window. */
   NO_RESTORE_POINT: "NO_RESTORE_POINT",
   /** A stored object was written by a newer, unknown format version. */

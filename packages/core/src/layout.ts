@@ -59,6 +59,11 @@ export interface RepositoryMarker {
   readonly format: "lifeboat.repository";
   readonly formatVersion: number;
   readonly database: string;
+  /**
+   * File name (no directory) of the database the folder was created for. Absent in folders made
+   * before 0.2.0 and by commands that do not know the file.
+   */
+  readonly file?: string;
   readonly createdAt: string;
   readonly createdBy: string;
 }

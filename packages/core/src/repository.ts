@@ -1,6 +1,7 @@
 /** One database's folder on one storage target: markers, manifests, listings. */
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
+import { basename } from "node:path";
 import { ErrorCodes, isLifeboatError, LifeboatError } from "./errors.js";
 import {
   keys,
@@ -32,10 +33,25 @@ export interface NamedTarget {
 
 export class Repository {
   readonly #initialised = { done: false };
+  /** File name the marker must name (unset: no check). */
+  readonly #file: string | undefined;
+  readonly #sourceFile: string | undefined;
+
+  /**
+   * `source` lets the folder be checked. Created with it, the marker records the database's file
+   * name; a folder whose marker names another file is then refused, unless the folder's name was
+   * given explicitly (`name:` in the config): two files whose names map to one folder (`my app.db`,
+   * `my_app.db`) must not share it, while an explicit name is the user's choice (a renamed file
+   * keeps its archive that way).
+   */
   constructor(
     readonly named: NamedTarget,
     readonly database: string,
-  ) {}
+    source?: { readonly path: string; readonly explicitName?: boolean | undefined },
+  ) {
+    this.#sourceFile = source === undefined ? undefined : basename(source.path);
+    this.#file = source?.explicitName ? undefined : this.#sourceFile;
+  }
 
   get target(): StorageTarget {
     return this.named.target;
@@ -55,6 +71,7 @@ export class Repository {
       format: "lifeboat.repository",
       formatVersion: REPOSITORY_FORMAT_VERSION,
       database: this.database,
+      ...(this.#sourceFile === undefined ? {} : { file: this.#sourceFile }),
       createdAt: new Date().toISOString(),
       createdBy: `lifeboat ${TOOL_VERSION} on ${hostname()}`,
     };
@@ -73,8 +90,37 @@ export class Repository {
           { hint: "Upgrade Lifeboat to read it; nothing was changed." },
         );
       }
+      this.#checkFile(existing);
     }
     this.#initialised.done = true;
+  }
+
+  /**
+   * For readers (restore): refuses a folder whose marker names another database file (see the
+   * constructor). A missing or unreadable marker is not this check's business: the listing that
+   * follows reports an unreachable target.
+   */
+  async checkOwner(options: CallOptions = {}): Promise<void> {
+    if (this.#file === undefined) return;
+    let marker: RepositoryMarker;
+    try {
+      marker = await this.readJson<RepositoryMarker>(keys.marker(this.database), options);
+    } catch {
+      return;
+    }
+    this.#checkFile(marker);
+  }
+
+  #checkFile(marker: RepositoryMarker): void {
+    if (this.#file === undefined || typeof marker.file !== "string" || marker.file === this.#file) return;
+    throw new LifeboatError(
+      ErrorCodes.ARCHIVE_MISMATCH,
+      `${this.where} holds the archive of "${marker.file}", not of "${this.#file}": both file names map to the folder "${this.database}".`,
+      {
+        hint: `Give this database a name of its own (\`name:\` in its entry of lifeboat.yml), or rename its file. If "${this.#file}" is "${marker.file}" renamed, set \`name: ${this.database}\` in its entry to keep this archive. Nothing was changed.`,
+        details: { folder: this.database, archived: marker.file, database: this.#file },
+      },
+    );
   }
 
   async readJson<T>(key: string, options: CallOptions = {}): Promise<T> {

@@ -81,7 +81,8 @@ export async function selectSnapshot(
   }
   const failures: string[] = [];
   for (const named of candidates) {
-    const repo = new Repository(named, db.name);
+    const repo = new Repository(named, db.name, { path: db.path, explicitName: db.explicitName });
+    await repo.checkOwner({ signal: options.signal });
     let snapshots: StoredSnapshot[];
     try {
       snapshots = (await repo.listSnapshots({ signal: options.signal })).snapshots;

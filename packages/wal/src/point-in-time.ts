@@ -239,7 +239,8 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
   const failures: string[] = [];
   const warnings: string[] = [];
   for (const named of candidates) {
-    const repo = new Repository(named, db.name);
+    const repo = new Repository(named, db.name, { path: db.path, explicitName: db.explicitName });
+    await repo.checkOwner(options);
     let generations: GenerationInfo[];
     try {
       generations = (await listGenerations(repo, options)).filter((g) => g.snapshots.some((s) => s.integrity.ok));

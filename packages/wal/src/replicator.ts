@@ -411,7 +411,7 @@ export class Replicator {
     };
     this.spool = new Spool(options.queueDir ?? join(dirname(db.path), `.${basename(db.path)}.lifeboat`));
     this.#targets = db.targets.map((named) => ({
-      repo: new Repository(named, db.name),
+      repo: new Repository(named, db.name, { path: db.path, explicitName: db.explicitName }),
       lease: new Lease(named.target, named.name, db.name, this.#o.leaseTtlMs),
       generation: null,
       shipped: 0,
@@ -461,7 +461,7 @@ export class Replicator {
         await t.lease.acquire();
         t.leaseHeld = true;
       } catch (error) {
-        if (isLifeboatError(error, ErrorCodes.LEASE_HELD)) {
+        if (isLifeboatError(error, ErrorCodes.LEASE_HELD) || isLifeboatError(error, ErrorCodes.ARCHIVE_MISMATCH)) {
           await this.#releaseLeases();
           this.#closeConnections();
           throw error;
