@@ -3,7 +3,7 @@
  * transactions while `lifeboat replicate` runs as its own process; then `lifeboat restore
  * --to-txn` and `--to-time` must give back exactly the states the writer committed.
  */
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRandom, databaseContentHash, startWriterProcess, type WriterProcess } from "@lifeboat/testkit";
 import Database from "better-sqlite3";
@@ -142,6 +142,34 @@ describe("point-in-time restore of a database written by another process", () =>
         );
       }
     }
+
+    // `verify` reads back every segment and test-restores the archive.
+    const verified = await runCli(["verify", db, "--to", target]);
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+    expect(verified.stdout).toContain(
+      `ok     app local generation ${generation}: ${segments.length} of ${segments.length} WAL segments read back, restorable transactions 0-${lastTxn}`,
+    );
+    expect(verified.stdout).toMatch(
+      new RegExp(
+        `ok {5}app local trial restore of the latest state: generation ${generation}, transaction ${lastTxn}, integrity_check ok`,
+      ),
+    );
+    expect(verified.stdout).toMatch(/ok {5}app local trial restore of the point in time \S+: generation/);
+
+    // A segment lost on the target: `list` and `verify` name the archived transactions no restore can reach.
+    expect(segments.length).toBeGreaterThan(2);
+    const lost = segments[Math.floor(segments.length / 2)]!;
+    rmSync(join(target, "app", "generations", generation, "wal", lost.key));
+    const listed = await runCli(["list", db, "--to", target]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain(
+      `warning: generation ${generation} holds transactions ${lost.lastTxn + 1}-${lastTxn} that no restore from this target can reach: transactions ${lost.firstTxn}-${lost.lastTxn} are missing here (a restore stops at ${lost.firstTxn - 1})`,
+    );
+    const failed = await runCli(["verify", db, "--to", target, "--checksums-only"]);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toContain(
+      `FAILED app local generation ${generation}: transactions ${lost.firstTxn}-${lost.lastTxn} are missing, so the archived transactions ${lost.lastTxn + 1}-${lastTxn} cannot be restored (a restore stops at ${lost.firstTxn - 1})`,
+    );
   }, 170_000);
 
   it("a time when no replicator ran restores the state before that stretch and says which transactions it cannot place", async () => {

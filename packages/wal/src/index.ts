@@ -27,3 +27,10 @@ export {
 export { parseSegmentKey, type SegmentKeyInfo, segmentKey, walPrefix } from "./segment-keys.js";
 export { queueDirOf, requestSnapshot, type SnapshotResponse } from "./snapshot-requests.js";
 export { Spool, type SpooledSegment } from "./spool.js";
+export {
+  type ArchiveCheck,
+  type ArchiveCheckOptions,
+  type ArchivedGeneration,
+  type SegmentProblem,
+  verifyArchive,
+} from "./verify-archive.js";

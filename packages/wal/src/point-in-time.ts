@@ -71,6 +71,12 @@ export interface GenerationInfo {
    * windows can also touch (a snapshot right after the last archived transaction).
    */
   readonly windows: readonly RestoreWindow[];
+  /**
+   * Transactions archived after the newest window that no restore can reach (segments after a
+   * missing one, with no good snapshot past the gap), or null; transactions `missingFrom` to
+   * `fromTxn - 1` are missing on the target.
+   */
+  readonly stranded: { readonly fromTxn: number; readonly toTxn: number; readonly missingFrom: number } | null;
 }
 
 export interface RestoreWindow {
@@ -108,16 +114,23 @@ export async function listGenerations(repo: Repository, options: OperationOption
     );
     const newest = windows.at(-1);
     const newestSnap = snaps.at(-1);
+    const restorableTo = newest?.toTxn ?? 0;
+    const lastTxn = segments.at(-1)?.lastTxn ?? newestSnap?.position ?? 0;
+    const beyond = segments.find((s) => s.firstTxn > restorableTo + 1);
     return {
       generation,
       snapshots: snaps,
       segments,
       from: windows[0]?.from ?? snaps[0]?.createdAt ?? null,
       to: newest?.to ?? newestSnap?.createdAt ?? null,
-      lastTxn: segments.at(-1)?.lastTxn ?? newestSnap?.position ?? 0,
+      lastTxn,
       continuousTo: windows[0]?.toTxn ?? 0,
-      restorableTo: newest?.toTxn ?? 0,
+      restorableTo,
       windows,
+      stranded:
+        beyond && lastTxn > restorableTo
+          ? { fromTxn: beyond.firstTxn, toTxn: lastTxn, missingFrom: restorableTo + 1 }
+          : null,
     };
   });
 }
@@ -576,7 +589,7 @@ class SegmentFetcher {
 }
 
 /** The codecs a segment was stored with, from its key's extensions. */
-function segmentCodecs(db: DatabaseContext, seg: SegmentKeyInfo): Codec[] {
+export function segmentCodecs(db: DatabaseContext, seg: SegmentKeyInfo): Codec[] {
   const codecs: Codec[] = [];
   for (const ext of seg.extensions.split(".").filter(Boolean)) {
     const codec = db.codecs.find((c) => c.extension === `.${ext}`);

@@ -6,6 +6,7 @@ import {
   mkdtempSync,
   openSync,
   readdirSync,
+  readFileSync,
   renameSync,
   rmSync,
   statSync,
@@ -25,6 +26,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { listGenerations, restoreToPoint } from "./point-in-time.js";
 import { Replicator, type ReplicatorEvent } from "./replicator.js";
 import { parseSegment } from "./segment-format.js";
+import { verifyArchive } from "./verify-archive.js";
 
 const require = createRequire(import.meta.url);
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -247,11 +249,46 @@ describe("replicator and point-in-time restore", () => {
       [2, 2],
       [3, 3],
     ]);
+    expect(generation!.stranded).toBeNull();
     rmSync(join(dir, "backups", generation!.segments[1]!.key)); // lost on the target
     const latest = await restoreToPoint(db, { output: join(dir, "latest.db") });
     expect(latest.txn).toBe(1);
     expect(latest.warnings).toEqual([
       expect.stringMatching(/segments up to transaction 3, but transaction 2 is missing/),
+    ]);
+    const [after] = await listGenerations(repo);
+    expect(after!.stranded).toEqual({ fromTxn: 3, toTxn: 3, missingFrom: 2 });
+    expect(after!.restorableTo).toBe(1);
+  });
+
+  it("verifyArchive reads back every segment and names a damaged one and the transactions a missing one strands", async () => {
+    const { dir, app, db, replicator } = await setup();
+    await replicator.start();
+    for (const v of ["one", "two", "three", "four"]) {
+      app.prepare("INSERT INTO t (v, b) VALUES (?, ?)").run(v, randomBytes(3000));
+      await replicator.sync();
+    }
+    await replicator.stop();
+    const sound = await verifyArchive(db);
+    expect(sound.ok).toBe(true);
+    expect(sound.generations).toEqual([
+      expect.objectContaining({ segments: 4, segmentsOk: 4, windows: [{ fromTxn: 0, toTxn: 4 }], problems: [] }),
+    ]);
+
+    const [generation] = await listGenerations(new Repository(db.targets[0]!, db.name));
+    const file = (i: number) => join(dir, "backups", generation!.segments[i]!.key);
+    const bytes = readFileSync(file(1));
+    bytes[bytes.length - 40]! ^= 0xff; // in the compressed body, before the sha256 trailer
+    writeFileSync(file(1), bytes);
+    rmSync(file(2));
+    const damaged = await verifyArchive(db);
+    expect(damaged.ok).toBe(false);
+    expect(damaged.failedSegments).toEqual([
+      expect.objectContaining({ key: generation!.segments[1]!.key, problem: expect.stringMatching(/is corrupt/) }),
+    ]);
+    expect(damaged.generations[0]!.problems).toEqual([
+      "transactions 3-3 are missing, so the archived transactions 4-4 cannot be restored (a restore stops at 2)",
+      expect.stringMatching(/^segment .* is corrupt/),
     ]);
   });
 

@@ -92,6 +92,12 @@ export function registerList(program: Command): void {
               );
             }
             for (const g of gens) {
+              const stranded = g.stranded;
+              if (stranded) {
+                out.line(
+                  `  warning: generation ${g.generation} holds transactions ${stranded.fromTxn}-${stranded.toTxn} that no restore from this target can reach: transactions ${stranded.missingFrom}-${stranded.fromTxn - 1} are missing here (a restore stops at ${g.restorableTo})`,
+                );
+              }
               for (let i = 1; i < g.windows.length; i++) {
                 const [a, b] = [g.windows[i - 1]!, g.windows[i]!];
                 if (b.fromTxn <= a.toTxn + 1) continue; // touching windows: every state is restorable
@@ -120,6 +126,7 @@ export function registerList(program: Command): void {
                 firstTxn: g.snapshots[0]?.position ?? 0,
                 lastTxn: g.restorableTo,
                 windows: g.windows,
+                stranded: g.stranded,
                 snapshots: g.snapshots.length,
                 segments: g.segments.length,
               })),

@@ -1,3 +1,5 @@
+import { runRestoreDrill } from "@lifeboat/daemon";
+import { verifyArchive } from "@lifeboat/wal";
 import type { Command } from "commander";
 import { loadLifeboat } from "../load.js";
 import { type CommonFlags, type KeyStdinFlags, withCommon, withKeyStdin } from "../main.js";
@@ -11,11 +13,13 @@ interface Flags extends CommonFlags, KeyStdinFlags {
 
 export function registerVerify(program: Command): void {
   withKeyStdin(withCommon(program.command("verify")))
-    .description("re-read every stored backup, check checksums, and test-restore the newest one")
+    .description(
+      "re-read every stored backup and archived WAL segment, check checksums, and test-restore the newest backup and the archive",
+    )
     .argument("[db]", "database name or path; default: every database")
     .option("--from <target>", "only this target")
     .option("--to <location...>", "check this location instead of the config's targets")
-    .option("--checksums-only", "skip the trial restore")
+    .option("--checksums-only", "skip the trial restores")
     .action(async (db: string | undefined, flags: Flags) => {
       const out = createOutput(flags.json);
       const lb = await loadLifeboat(db, flags);
@@ -31,8 +35,17 @@ export function registerVerify(program: Command): void {
               onProgress: out.progress,
             })
             .finally(out.endProgress);
-          results.push({ database: name, ...result });
-          ok &&= result.ok;
+          const context = await lb.database(name);
+          const archive = await verifyArchive(context, {
+            ...(flags.from ? { from: flags.from } : {}),
+            onProgress: out.progress,
+          }).finally(out.endProgress);
+          // The archive's trial restores: the latest state and a random moment, on each target that has one.
+          const archived = [...new Set(archive.generations.map((g) => g.target))];
+          const drill =
+            flags.checksumsOnly || archived.length === 0 ? null : await runRestoreDrill(context, { targets: archived });
+          results.push({ database: name, ...result, archive, drill });
+          ok &&= result.ok && archive.ok && (drill?.ok ?? true);
           for (const o of result.objects)
             out.line(
               `${o.ok ? "ok    " : "FAILED"} ${name} ${o.target} ${o.id} ${o.key}${o.problem ? `: ${o.problem}` : ""}`,
@@ -43,6 +56,20 @@ export function registerVerify(program: Command): void {
             );
           }
           for (const p of result.problems) out.line(`FAILED ${name}: ${p}`);
+          for (const g of archive.generations) {
+            const windows = g.windows.map((w) => `${w.fromTxn}-${w.toTxn}`).join(", ") || "none";
+            out.line(
+              `${g.problems.length === 0 ? "ok    " : "FAILED"} ${name} ${g.target} generation ${g.generation}: ${g.segmentsOk} of ${g.segments} WAL segments read back, restorable transactions ${windows}`,
+            );
+            for (const p of g.problems) out.line(`FAILED ${name} ${g.target} generation ${g.generation}: ${p}`);
+          }
+          for (const p of archive.problems) out.line(`FAILED ${name}: ${p}`);
+          for (const c of drill?.checks ?? []) {
+            const what = c.kind === "latest" ? "latest state" : `point in time ${c.pointInTime}`;
+            out.line(
+              `${c.ok ? "ok    " : "FAILED"} ${name} ${c.target} trial restore of the ${what}${c.generation ? `: generation ${c.generation}` : ""}${c.txn !== null ? `, transaction ${c.txn}` : ""}${c.integrity ? `, ${c.integrity.check} ${c.integrity.ok ? "ok" : "failed"}` : ""}${c.problems.length ? `; ${c.problems.join("; ")}` : ""}`,
+            );
+          }
         }
         out.line(ok ? "All backups verified." : "Verification found problems (see FAILED lines).");
         out.result({ ok, databases: results });
