@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
+  copyFileSync,
   existsSync,
   mkdtempSync,
   openSync,
@@ -67,6 +68,26 @@ async function setup(
   /** A second replicator of the same database (a restart), reporting into the same events. */
   const restarted = () => new Replicator(db, { syncIntervalMs: 50, onEvent: (e) => events.push(e) });
   return { dir, path, app, lb, db, replicator, events, restarted };
+}
+
+/** Runs `code` in another Node process, as an app would, with `db` (better-sqlite3) open on `path`; resolves with its stdout. */
+function inAppProcess(path: string, code: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const db = new (require(${JSON.stringify(require.resolve("better-sqlite3"))}))(${JSON.stringify(path)}); ${code}`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += String(d);
+    });
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(`the app process exited with ${code}`))));
+  });
 }
 
 describe("replicator and point-in-time restore", () => {
@@ -261,6 +282,46 @@ describe("replicator and point-in-time restore", () => {
     expect(after!.restorableTo).toBe(1);
   });
 
+  it("a database copied over in place with its -wal and -shm removed starts a new generation, and stopping leaves the new content alone", async () => {
+    const { dir, path, app, db, replicator, events } = await setup();
+    await replicator.start();
+    app.prepare("INSERT INTO t (v) VALUES (?)").run("archived");
+    await replicator.sync();
+    app.close();
+    const other = join(dir, "other.db");
+    const source = new Database(other);
+    source.pragma("journal_mode = WAL");
+    source.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, b BLOB); INSERT INTO t (v) VALUES ('other');");
+    source.close();
+    // By hand, as a restore gone wrong: cp keeps the inode, so only the -wal and -shm tell.
+    rmSync(`${path}-wal`);
+    rmSync(`${path}-shm`);
+    copyFileSync(other, path);
+    // The app, in its own process as in production (in this process, SQLite would share the
+    // replicator's view of the removed -shm).
+    await inAppProcess(path, 'for (let i = 0; i < 5; i++) db.prepare("INSERT INTO t (v) VALUES (?)").run("new " + i);');
+    await replicator.sync();
+    await replicator.stop();
+    expect(events.filter((e) => e.type === "generation").map((e) => e.type === "generation" && e.reason)).toEqual([
+      "first run",
+      expect.stringMatching(/-wal file was deleted while the replicator had it open/),
+    ]);
+    // Before: the replicator, last to close, checkpointed the stale WAL into the new file and
+    // deleted the app's WAL (by path) with its five commits.
+    const after = new Database(path, { readonly: true });
+    expect(after.prepare("SELECT v FROM t ORDER BY id").pluck().all()).toEqual([
+      "other",
+      "new 0",
+      "new 1",
+      "new 2",
+      "new 3",
+      "new 4",
+    ]);
+    after.close();
+    await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(path));
+  });
+
   it("verifyArchive reads back every segment and names a damaged one and the transactions a missing one strands", async () => {
     const { dir, app, db, replicator } = await setup();
     await replicator.start();
@@ -355,22 +416,10 @@ describe("replicator and point-in-time restore", () => {
     // Another process, as an app would: TRUNCATE holds the write lock and waits for readers, so
     // a pin that moved only once a second made it wait up to two seconds (other writers too).
     const truncate = () =>
-      new Promise<string>((resolve, reject) => {
-        const child = spawn(
-          process.execPath,
-          [
-            "-e",
-            `const db = new (require(${JSON.stringify(require.resolve("better-sqlite3"))}))(${JSON.stringify(path)}); db.pragma("busy_timeout = 300"); process.stdout.write(JSON.stringify(db.pragma("wal_checkpoint(TRUNCATE)")[0]));`,
-          ],
-          { stdio: ["ignore", "pipe", "inherit"] },
-        );
-        let out = "";
-        child.stdout.on("data", (d) => {
-          out += String(d);
-        });
-        child.on("error", reject);
-        child.on("close", () => resolve(out));
-      });
+      inAppProcess(
+        path,
+        `db.pragma("busy_timeout = 300"); process.stdout.write(JSON.stringify(db.pragma("wal_checkpoint(TRUNCATE)")[0]));`,
+      );
     for (let round = 0; round < 3; round++) {
       await new Promise((r) => setTimeout(r, 100));
       expect(JSON.parse(await truncate()), `round ${round}`).toEqual({ busy: 0, log: 0, checkpointed: 0 });

@@ -56,6 +56,12 @@ import { segmentKey } from "./segment-keys.js";
 import { announce, answer, takeRequests, withdraw } from "./snapshot-requests.js";
 import { Spool, type SpooledSegment } from "./spool.js";
 
+/** A file's identity: a path that shows another one was replaced. */
+interface FileId {
+  readonly dev: number;
+  readonly ino: number;
+}
+
 export interface ReplicatorOptions {
   /** Poll at least this often (ms); changes to the -wal file wake it sooner. Default 1000. */
   readonly syncIntervalMs?: number;
@@ -328,7 +334,15 @@ export class Replicator {
   /** When the probe last saw the WAL index change (ms). */
   #indexChangedAt = 0;
   #writer: Database.Database | null = null;
-  #dbIdentity: { dev: number; ino: number } | null = null;
+  #dbIdentity: FileId | null = null;
+  /**
+   * The -wal and -shm files our connections opened. While any connection of ours is open, SQLite
+   * never deletes or recreates them (only the last connection to close does, and switching the
+   * journal mode needs every other connection gone): a different file at either path means
+   * someone removed them by hand (`rm app.db-wal app.db-shm; cp other.db app.db`, which keeps
+   * the database's inode). Our connections then see a WAL and index the app no longer uses.
+   */
+  #sideFiles: { wal: FileId | null; shm: FileId | null } = { wal: null, shm: null };
 
   #generation: string | null = null;
   #txn = 0;
@@ -550,6 +564,34 @@ export class Replicator {
       writer.close();
       throw error instanceof LifeboatError ? error : this.#openError(error);
     }
+    this.#sideFiles = await this.#sideFileIds();
+  }
+
+  async #sideFileIds(): Promise<{ wal: FileId | null; shm: FileId | null }> {
+    const id = async (path: string) => {
+      const info = await stat(path).catch(() => undefined);
+      return info ? { dev: info.dev, ino: info.ino } : null;
+    };
+    const [wal, shm] = await Promise.all([id(this.walPath), id(`${this.db.path}-shm`)]);
+    return { wal, shm };
+  }
+
+  /** Why our connections no longer see the app's -wal or -shm (see #sideFiles), or null. */
+  async #sideFilesReplaced(): Promise<string | null> {
+    const now = await this.#sideFileIds();
+    const moved = (was: FileId | null, is: FileId | null) =>
+      was !== null && (is === null || is.dev !== was.dev || is.ino !== was.ino);
+    for (const [name, was, is] of [
+      ["-wal", this.#sideFiles.wal, now.wal],
+      ["-shm", this.#sideFiles.shm, now.shm],
+    ] as const) {
+      if (moved(was, is)) {
+        return `the database's ${name} file was ${is === null ? "deleted" : "replaced"} while the replicator had it open (not something SQLite does)`;
+      }
+    }
+    // Not there when we opened (or not yet created): from now on this is the one.
+    this.#sideFiles = { wal: this.#sideFiles.wal ?? now.wal, shm: this.#sideFiles.shm ?? now.shm };
+    return null;
   }
 
   #openReadOnly(): Database.Database {
@@ -575,8 +617,14 @@ export class Replicator {
     );
   }
 
+  /**
+   * The writer first, while the read-only pins still hold their shared lock on the database file:
+   * then no connection of ours is ever the last one to close, which would checkpoint its WAL into
+   * the database file and delete the -wal path (read-only connections do neither). After the
+   * files were replaced by hand, that WAL is a stale one and that path the app's new WAL.
+   */
   #closeConnections(): void {
-    for (const conn of [...(this.#pins ?? []), this.#writer]) {
+    for (const conn of [this.#writer, ...(this.#pins ?? [])]) {
       try {
         if (conn?.inTransaction) conn.exec("ROLLBACK");
         conn?.close();
@@ -1078,10 +1126,21 @@ export class Replicator {
     }
   }
 
-  /** True (and handled) when the database file was deleted or replaced under the replicator. */
+  /**
+   * True (and handled) when the database file, or its -wal or -shm, was deleted or replaced under
+   * the replicator: its connections are closed (the checkpoint thread's first, see
+   * #closeConnections) and reopened, and a new generation starts from a snapshot.
+   */
   async #databaseReplaced(): Promise<boolean> {
     const info = await stat(this.db.path).catch(() => undefined);
-    if (info && info.dev === this.#dbIdentity?.dev && info.ino === this.#dbIdentity?.ino) return false;
+    let reason: string | null = null;
+    if (info && info.dev === this.#dbIdentity?.dev && info.ino === this.#dbIdentity?.ino) {
+      reason = await this.#sideFilesReplaced();
+      if (reason === null) return false;
+    }
+    await this.#checkpointing;
+    await this.#checkpointer?.close();
+    this.#checkpointer = null;
     this.#closeConnections();
     if (!info) {
       const message = `${this.db.path} was deleted; archiving is paused until it exists again (a new generation will start).`;
@@ -1106,7 +1165,7 @@ export class Replicator {
     this.#deletedReported = false;
     this.#pin();
     await this.#startGeneration(
-      this.#dbIdentity && info ? "the database file was replaced" : "the database file was recreated",
+      reason ?? (this.#dbIdentity && info ? "the database file was replaced" : "the database file was recreated"),
     );
     return true;
   }
