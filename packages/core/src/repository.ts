@@ -123,6 +123,11 @@ export class Repository {
     );
   }
 
+  /** Forgets that the folder was opened: the next `open` checks (or creates) its marker again. */
+  forgetOpened(): void {
+    this.#initialised.done = false;
+  }
+
   async readJson<T>(key: string, options: CallOptions = {}): Promise<T> {
     const { body } = await this.target.get(key, options);
     const text = (await readAll(body)).toString("utf8");

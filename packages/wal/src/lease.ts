@@ -95,8 +95,11 @@ export class Lease {
     );
   }
 
-  /** Extends the lease; throws `LEASE_HELD` if someone else took it over meanwhile. */
-  async renew(): Promise<void> {
+  /**
+   * Extends the lease; throws `LEASE_HELD` if someone else took it over meanwhile. False when the
+   * lease object was gone (deleted from the target: the caller checks what else went with it).
+   */
+  async renew(): Promise<boolean> {
     const current = await this.#read();
     if (current && current.owner !== this.owner) {
       this.#held = false;
@@ -108,6 +111,7 @@ export class Lease {
     }
     await this.target.put(this.key, Buffer.from(JSON.stringify(this.#record(), null, 2)));
     this.#held = true;
+    return current !== undefined;
   }
 
   /** Gives the lease up if it is still ours. */

@@ -322,6 +322,34 @@ describe("replicator and point-in-time restore", () => {
     expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(path));
   });
 
+  it("a target whose folder was deleted gets a new snapshot at the next lease renewal", async () => {
+    const { dir, app, db, events } = await setup();
+    const replicator = new Replicator(db, { syncIntervalMs: 50, leaseTtlMs: 3000, onEvent: (e) => events.push(e) });
+    await replicator.start();
+    const insert = app.prepare("INSERT INTO t (v) VALUES (?)");
+    insert.run("before");
+    await replicator.sync();
+    rmSync(join(dir, "backups"), { recursive: true }); // a cleanup job with the wrong path
+    for (const v of ["after 1", "after 2"]) {
+      insert.run(v);
+      await replicator.sync();
+    }
+    const deadline = Date.now() + 5000; // renewals every second with this TTL
+    while (events.filter((e) => e.type === "snapshot").length < 2 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    insert.run("after the new snapshot");
+    await replicator.sync();
+    await replicator.stop();
+    expect(events.filter((e) => e.type === "error").map((e) => e.type === "error" && e.error.message)).toEqual([
+      expect.stringMatching(/lost the archive of generation \w+: its lease and snapshots were deleted/),
+    ]);
+    expect(events.filter((e) => e.type === "snapshot")).toHaveLength(2);
+    expect(existsSync(join(dir, "backups", "app", "lifeboat.json"))).toBe(true);
+    await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
+  });
+
   it("verifyArchive reads back every segment and names a damaged one and the transactions a missing one strands", async () => {
     const { dir, app, db, replicator } = await setup();
     await replicator.start();

@@ -1782,12 +1782,40 @@ export class Replicator {
     for (const t of this.#targets) {
       if (!t.leaseHeld) continue;
       try {
-        await t.lease.renew();
+        if (!(await t.lease.renew())) await this.#checkTargetKept(t);
       } catch (error) {
         if (isLifeboatError(error, ErrorCodes.LEASE_HELD)) t.leaseHeld = false;
         this.#targetFailed(t, error);
       }
     }
+  }
+
+  /**
+   * Our lease object was gone from `t`: someone deleted objects there, perhaps the whole folder.
+   * Without the generation's snapshot nothing shipped since is restorable from `t`, however many
+   * segments follow; so `t` gets a new snapshot (and its marker again), as a target that fell
+   * behind does.
+   */
+  async #checkTargetKept(t: TargetState): Promise<void> {
+    const generation = this.#generation;
+    if (!generation || t.generation !== generation) return; // it is getting a snapshot anyway
+    const { snapshots } = await t.repo.listSnapshots();
+    if (snapshots.some((s) => s.manifest.generation === generation)) return;
+    this.#report(
+      new LifeboatError(
+        ErrorCodes.STORAGE_ERROR,
+        `${t.repo.where} lost the archive of generation ${generation}: its lease and snapshots were deleted while the replicator ran. A new snapshot is being taken for it; moments before that snapshot cannot be restored from this target.`,
+        {
+          plugin: "wal",
+          hint: "Check who or what deletes files on the target (cleanup jobs, lifecycle rules, a wrong path).",
+        },
+      ),
+    );
+    t.repo.forgetOpened();
+    await t.repo.open(); // its marker again
+    t.generation = null;
+    t.shipped = 0;
+    this.#kick(t);
   }
 
   async #releaseLeases(): Promise<void> {
