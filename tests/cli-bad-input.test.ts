@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { BIN, cli, makeShop, tempDir } from "./helpers.js";
@@ -100,6 +100,23 @@ describe("bad input: a clear message, a non-zero exit, nothing changed", () => {
       `databases:\n  - path: ./my_app.db\n    name: my_app\n    targets: [{ type: local, path: ./shared }]\n`,
     );
     expect(cli(["backup", "--config", cfg]).code).toBe(0);
+  });
+
+  it("readers refuse a folder written in a newer repository format", () => {
+    const newer = join(dir, "newer");
+    expect(cli(["backup", db, "--to", newer]).code).toBe(0);
+    const marker = join(newer, "shop", "lifeboat.json");
+    writeFileSync(marker, JSON.stringify({ ...JSON.parse(readFileSync(marker, "utf8")), formatVersion: 99 }));
+    for (const args of [
+      ["restore", db, "--to", newer, "--output", join(dir, "never.db"), "--yes"],
+      ["verify", db, "--to", newer],
+      ["list", db, "--to", newer],
+    ]) {
+      const r = cli(args);
+      expect(r.code, args[0]).not.toBe(0);
+      expect(r.stdout + r.stderr, args[0]).toContain("written by a newer Lifeboat (repository format 99");
+    }
+    expect(readdirSync(dir)).not.toContain("never.db");
   });
 
   it("an unusable target directory", () => {

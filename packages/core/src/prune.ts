@@ -55,7 +55,14 @@ export async function prune(db: DatabaseContext, options: PruneOptions = {}): Pr
   const results: PruneTargetResult[] = [];
   for (const named of db.targets) {
     try {
-      results.push(await pruneTarget(db, new Repository(named, db.name), policy, options));
+      results.push(
+        await pruneTarget(
+          db,
+          new Repository(named, db.name, { path: db.path, explicitName: db.explicitName }),
+          policy,
+          options,
+        ),
+      );
     } catch (error) {
       if (error instanceof LifeboatError && error.code === ErrorCodes.INVALID_ARGUMENT) throw error; // no policy
       const wrapped =

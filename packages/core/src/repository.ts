@@ -33,6 +33,7 @@ export interface NamedTarget {
 
 export class Repository {
   readonly #initialised = { done: false };
+  #markerChecked = false;
   /** File name the marker must name (unset: no check). */
   readonly #file: string | undefined;
   readonly #sourceFile: string | undefined;
@@ -96,19 +97,22 @@ export class Repository {
   }
 
   /**
-   * For readers (restore): refuses a folder whose marker names another database file (see the
-   * constructor). A missing or unreadable marker is not this check's business: the listing that
-   * follows reports an unreachable target.
+   * For readers (every listing runs it once): refuses a folder whose marker says a newer format,
+   * or names another database file (see the constructor). A missing or damaged marker does not
+   * keep a restore from what the manifests describe; an unreachable target shows in the listing.
    */
   async checkOwner(options: CallOptions = {}): Promise<void> {
-    if (this.#file === undefined) return;
-    let marker: RepositoryMarker;
-    try {
-      marker = await this.readJson<RepositoryMarker>(keys.marker(this.database), options);
-    } catch {
-      return;
+    if (this.#markerChecked) return;
+    const marker = await this.readJson<RepositoryMarker>(keys.marker(this.database), options).catch(() => null);
+    if (typeof marker?.formatVersion === "number" && marker.formatVersion > REPOSITORY_FORMAT_VERSION) {
+      throw new LifeboatError(
+        ErrorCodes.UNSUPPORTED_FORMAT,
+        `${this.where} was written by a newer Lifeboat (repository format ${marker.formatVersion}; this one reads up to ${REPOSITORY_FORMAT_VERSION}).`,
+        { hint: "Upgrade Lifeboat to read it; nothing was changed." },
+      );
     }
-    this.#checkFile(marker);
+    if (marker) this.#checkFile(marker);
+    this.#markerChecked = true;
   }
 
   #checkFile(marker: RepositoryMarker): void {
@@ -145,8 +149,12 @@ export class Repository {
     await this.target.put(key, Buffer.from(`${JSON.stringify(value, null, 2)}\n`), options);
   }
 
-  /** Every snapshot with a readable manifest, oldest first. Unreadable manifests are reported in `problems`. */
+  /**
+   * Every snapshot with a readable manifest, oldest first. Unreadable manifests are reported in
+   * `problems`. Runs `checkOwner` first.
+   */
   async listSnapshots(options: CallOptions = {}): Promise<{ snapshots: StoredSnapshot[]; problems: string[] }> {
+    await this.checkOwner(options);
     const manifestKeys: string[] = [];
     const verified = new Set<string>();
     for await (const info of this.target.list(keys.generations(this.database), options)) {

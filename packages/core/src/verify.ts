@@ -50,7 +50,7 @@ export async function verify(db: DatabaseContext, options: VerifyOptions = {}): 
   const targets = options.from ? db.targets.filter((t) => t.name === options.from) : db.targets;
   if (targets.length === 0) problems.push(`no target named ${options.from}`);
   for (const named of targets) {
-    const repo = new Repository(named, db.name);
+    const repo = new Repository(named, db.name, { path: db.path, explicitName: db.explicitName });
     let snapshots: StoredSnapshot[];
     try {
       const listed = await repo.listSnapshots({ signal: options.signal });

@@ -71,12 +71,8 @@ export interface GenerationInfo {
    * windows can also touch (a snapshot right after the last archived transaction).
    */
   readonly windows: readonly RestoreWindow[];
-  /**
-   * Transactions archived after the newest window that no restore can reach (segments after a
-   * missing one, with no good snapshot past the gap), or null; transactions `missingFrom` to
-   * `fromTxn - 1` are missing on the target.
-   */
-  readonly stranded: { readonly fromTxn: number; readonly toTxn: number; readonly missingFrom: number } | null;
+  /** Transactions archived after the newest window that no restore can reach (see `strandedTxns`). */
+  readonly stranded: StrandedTxns | null;
 }
 
 export interface RestoreWindow {
@@ -114,23 +110,17 @@ export async function listGenerations(repo: Repository, options: OperationOption
     );
     const newest = windows.at(-1);
     const newestSnap = snaps.at(-1);
-    const restorableTo = newest?.toTxn ?? 0;
-    const lastTxn = segments.at(-1)?.lastTxn ?? newestSnap?.position ?? 0;
-    const beyond = segments.find((s) => s.firstTxn > restorableTo + 1);
     return {
       generation,
       snapshots: snaps,
       segments,
       from: windows[0]?.from ?? snaps[0]?.createdAt ?? null,
       to: newest?.to ?? newestSnap?.createdAt ?? null,
-      lastTxn,
+      lastTxn: segments.at(-1)?.lastTxn ?? newestSnap?.position ?? 0,
       continuousTo: windows[0]?.toTxn ?? 0,
-      restorableTo,
+      restorableTo: newest?.toTxn ?? 0,
       windows,
-      stranded:
-        beyond && lastTxn > restorableTo
-          ? { fromTxn: beyond.firstTxn, toTxn: lastTxn, missingFrom: restorableTo + 1 }
-          : null,
+      stranded: strandedTxns(windows, segments),
     };
   });
 }
@@ -162,6 +152,30 @@ export function restoreWindows(
     }
   }
   return windows.map((w) => ({ ...w, to: new Date(w.to).toISOString() }));
+}
+
+export interface StrandedTxns {
+  readonly fromTxn: number;
+  readonly toTxn: number;
+  /** Transactions `missingFrom` to `fromTxn - 1` are missing (or unreadable) on the target. */
+  readonly missingFrom: number;
+}
+
+/**
+ * Segments after the newest window that no restore can reach (they follow a missing one, and no
+ * good snapshot lies past the gap), or null. Also null without any window: then no segment is
+ * reachable, which callers report on its own.
+ */
+export function strandedTxns(
+  windows: readonly RestoreWindow[],
+  segments: readonly SegmentKeyInfo[],
+): StrandedTxns | null {
+  const last = windows.at(-1);
+  const lastTxn = segments.at(-1)?.lastTxn ?? 0;
+  const beyond = last && segments.find((s) => s.firstTxn > last.toTxn + 1);
+  return last && beyond && lastTxn > last.toTxn
+    ? { fromTxn: beyond.firstTxn, toTxn: lastTxn, missingFrom: last.toTxn + 1 }
+    : null;
 }
 
 /** The generation with the greatest `score` (null: not a candidate); the newer one of a tie. */

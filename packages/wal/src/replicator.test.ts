@@ -375,8 +375,10 @@ describe("replicator and point-in-time restore", () => {
     expect(damaged.failedSegments).toEqual([
       expect.objectContaining({ key: generation!.segments[1]!.key, problem: expect.stringMatching(/is corrupt/) }),
     ]);
+    // The damaged segment counts as missing: a restore stops before it.
+    expect(damaged.generations[0]!.windows).toEqual([{ fromTxn: 0, toTxn: 1 }]);
     expect(damaged.generations[0]!.problems).toEqual([
-      "transactions 3-3 are missing, so the archived transactions 4-4 cannot be restored (a restore stops at 2)",
+      "transactions 2-3 are missing or unreadable, so the archived transactions 4-4 cannot be restored (a restore stops at 1)",
       expect.stringMatching(/^segment .* is corrupt/),
     ]);
   });

@@ -5,7 +5,14 @@
  * the archive applies are the restore drills (`@lifeboat/daemon`); `lifeboat verify` runs both.
  */
 import { type DatabaseContext, decodeChain, mapLimit, type OperationOptions, Repository } from "@lifeboat/core";
-import { type GenerationInfo, listGenerations, segmentCodecs } from "./point-in-time.js";
+import {
+  type GenerationInfo,
+  listGenerations,
+  type RestoreWindow,
+  restoreWindows,
+  segmentCodecs,
+  strandedTxns,
+} from "./point-in-time.js";
 import { decodeSegment } from "./segment-format.js";
 import type { SegmentKeyInfo } from "./segment-keys.js";
 
@@ -72,13 +79,24 @@ export async function verifyArchive(db: DatabaseContext, options: ArchiveCheckOp
         problem === null ? [] : [{ target: named.name, generation: g.generation, key: g.segments[i]!.key, problem }],
       );
       failedSegments.push(...bad);
+      // What a restore can reach once the unreadable segments are counted out.
+      const unreadable = new Set(bad.map((b) => b.key));
+      const usable = g.segments.filter((s) => !unreadable.has(s.key));
+      const bads = g.segments.filter((s) => unreadable.has(s.key));
+      const windows =
+        bad.length === 0
+          ? g.windows
+          : restoreWindows(
+              g.snapshots.filter((s) => s.integrity.ok),
+              usable,
+            );
       generations.push({
         target: named.name,
         generation: g.generation,
         segments: g.segments.length,
         segmentsOk: g.segments.length - bad.length,
-        windows: g.windows.map((w) => ({ fromTxn: w.fromTxn, toTxn: w.toTxn })),
-        problems: [...gapProblems(g), ...bad.map((b) => `segment ${b.key}: ${b.problem}`)],
+        windows: windows.map((w) => ({ fromTxn: w.fromTxn, toTxn: w.toTxn })),
+        problems: [...gapProblems(windows, usable, bads), ...bad.map((b) => `segment ${b.key}: ${b.problem}`)],
       });
     }
   }
@@ -86,20 +104,40 @@ export async function verifyArchive(db: DatabaseContext, options: ArchiveCheckOp
   return { ok, generations, failedSegments, problems };
 }
 
-/** What no restore from this target can get back: transactions missing between or after windows. */
-function gapProblems(g: GenerationInfo): string[] {
+/** What no restore from this target can get back: transactions missing (or unreadable) between or after windows. */
+function gapProblems(
+  windows: readonly RestoreWindow[],
+  segments: readonly SegmentKeyInfo[],
+  unreadable: readonly SegmentKeyInfo[],
+): string[] {
+  const lost = (from: number, to: number) => {
+    const bad = unreadable.filter((s) => s.firstTxn <= to && s.lastTxn >= from);
+    if (bad.length === 0) return "missing";
+    const covered = (t: number) => bad.some((s) => s.firstTxn <= t && s.lastTxn >= t);
+    for (let t = from; t <= to; t++) if (!covered(t)) return "missing or unreadable";
+    return "unreadable";
+  };
+  if (windows.length === 0) {
+    const all = [...segments, ...unreadable];
+    const first = Math.min(...all.map((s) => s.firstTxn));
+    const last = Math.max(...all.map((s) => s.lastTxn));
+    return [
+      `no snapshot of this generation can start a restore (its manifest is missing or failed its integrity check): its transactions ${first}-${last} cannot be restored`,
+    ];
+  }
   const out: string[] = [];
-  for (let i = 1; i < g.windows.length; i++) {
-    const [a, b] = [g.windows[i - 1]!, g.windows[i]!];
+  for (let i = 1; i < windows.length; i++) {
+    const [a, b] = [windows[i - 1]!, windows[i]!];
     if (b.fromTxn > a.toTxn + 1) {
       out.push(
-        `transactions ${a.toTxn + 1}-${b.fromTxn - 1} are missing (committed between ${a.to} and ${b.from}): no restore to that stretch`,
+        `transactions ${a.toTxn + 1}-${b.fromTxn - 1} are ${lost(a.toTxn + 1, b.fromTxn - 1)} (committed between ${a.to} and ${b.from}): no restore to that stretch`,
       );
     }
   }
-  if (g.stranded) {
+  const stranded = strandedTxns(windows, segments);
+  if (stranded) {
     out.push(
-      `transactions ${g.stranded.missingFrom}-${g.stranded.fromTxn - 1} are missing, so the archived transactions ${g.stranded.fromTxn}-${g.stranded.toTxn} cannot be restored (a restore stops at ${g.restorableTo})`,
+      `transactions ${stranded.missingFrom}-${stranded.fromTxn - 1} are ${lost(stranded.missingFrom, stranded.fromTxn - 1)}, so the archived transactions ${stranded.fromTxn}-${stranded.toTxn} cannot be restored (a restore stops at ${windows.at(-1)!.toTxn})`,
     );
   }
   return out;

@@ -92,6 +92,11 @@ export function registerList(program: Command): void {
               );
             }
             for (const g of gens) {
+              if (g.windows.length === 0 && g.segments.length > 0) {
+                out.line(
+                  `  warning: generation ${g.generation} holds transactions ${g.segments[0]!.firstTxn}-${g.lastTxn}, but no snapshot of it a restore can start from (its manifest is missing or failed its integrity check)`,
+                );
+              }
               const stranded = g.stranded;
               if (stranded) {
                 out.line(
