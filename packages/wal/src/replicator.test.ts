@@ -322,6 +322,26 @@ describe("replicator and point-in-time restore", () => {
     expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(path));
   });
 
+  it("checkpoints an idle app's last commits into the database file", async () => {
+    const { dir, path, app, replicator } = await setup();
+    await replicator.start();
+    const insert = app.prepare("INSERT INTO t (v) VALUES (?)");
+    for (let i = 0; i < 30; i++) insert.run(`row ${i}`); // far below the checkpoint threshold
+    await replicator.sync();
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      const index = readWalIndexHeader(`${path}-shm`)!;
+      if (index.nBackfill === index.mxFrame) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The file alone (as `rm app.db-wal app.db-shm` would leave it) holds every commit.
+    copyFileSync(path, join(dir, "file-only.db"));
+    const alone = new Database(join(dir, "file-only.db"), { readonly: true });
+    expect(alone.prepare("SELECT count(*) FROM t").pluck().get()).toBe(31);
+    alone.close();
+    await replicator.stop();
+  });
+
   it("a target whose folder was deleted gets a new snapshot at the next lease renewal", async () => {
     const { dir, app, db, events } = await setup();
     const replicator = new Replicator(db, { syncIntervalMs: 50, leaseTtlMs: 3000, onEvent: (e) => events.push(e) });

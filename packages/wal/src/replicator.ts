@@ -227,6 +227,12 @@ const PIN_ROTATE_MS = 1000;
 /** After this long without a commit (ms), with everything shipped, the pin moves to the WAL's end (#moveIdlePin). */
 const IDLE_PIN_MS = 20;
 
+/**
+ * After this long without a commit (ms), with everything shipped and the pin at the WAL's end,
+ * the frames not yet in the database file are checkpointed (#checkpointIdle).
+ */
+const IDLE_CHECKPOINT_MS = 1000;
+
 /** How often the WAL index is probed for new commits (ms). */
 const WAL_PROBE_MS = 5;
 
@@ -916,6 +922,7 @@ export class Replicator {
       }
       try {
         if (index) this.#moveIdlePin(index);
+        if (index) this.#checkpointIdle(index);
       } catch (error) {
         this.#report(error);
       }
@@ -946,6 +953,26 @@ export class Replicator {
     if (Date.now() - this.#indexChangedAt < IDLE_PIN_MS) return;
     if (this.#pinnedFrame === index.mxFrame && index.nBackfill !== index.mxFrame) return;
     this.#release(this.#pin());
+  }
+
+  /**
+   * The app has been idle for IDLE_CHECKPOINT_MS and everything is shipped: the frames still only
+   * in the WAL are copied into the database file (PASSIVE, on the thread). Without this a quiet
+   * app's last commits stay in the -wal for as long as the replicator runs: the app closing is
+   * not the last connection, so SQLite does not checkpoint then, and an operator who stops the app
+   * and removes the -wal and -shm (safe without a replicator) would lose them from the database.
+   */
+  #checkpointIdle(index: WalIndexHeader): void {
+    const position = this.#position;
+    if (!position || !this.#pins || this.#stopped || this.#checkpointing || !this.#continuity) return;
+    if (index.nBackfill >= index.mxFrame || this.#pinnedFrame !== index.mxFrame) return;
+    if (index.salt1 !== position.salt1 || index.salt2 !== position.salt2 || index.mxFrame !== position.frame) return;
+    if (Date.now() - this.#indexChangedAt < IDLE_CHECKPOINT_MS || Date.now() < this.#nextCheckpointAt) return;
+    this.#checkpointing = this.#checkpoint(false)
+      .catch((e) => this.#report(e))
+      .finally(() => {
+        this.#checkpointing = null;
+      });
   }
 
   #serving = false;
@@ -1392,7 +1419,8 @@ export class Replicator {
    * which #continuity recognises as the same history. When the app went on committing, a locked
    * checkpoint follows at the next pass (#lockedCheckpoint), unless one is backing off.
    */
-  async #checkpoint(): Promise<void> {
+  /** PASSIVE on the thread; `thenLocked`: an incomplete one (or a pin left in the WAL) asks for a locked one. */
+  async #checkpoint(thenLocked = true): Promise<void> {
     const at = this.#position;
     // Undefined when the thread is busy or failed; busy = 1 (and -1 frames) when another
     // checkpoint held SQLite's checkpoint lock, often the app's own: try at a later sync.
@@ -1416,7 +1444,7 @@ export class Replicator {
     // Incomplete, or complete while our pin still holds a read mark in the WAL (taken before the
     // app's latest commits): either way the WAL cannot restart, and goes on growing while the app
     // writes. Under the lock the pin moves to read mark 0, which lets the next commit restart it.
-    if (row && Date.now() >= this.#nextLockedAt) {
+    if (thenLocked && row && Date.now() >= this.#nextLockedAt) {
       // It ships transactions, so it runs inside a sync pass, never beside one.
       this.#lockedCheckpointDue = true;
       this.#requestPass();
