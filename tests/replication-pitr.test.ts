@@ -165,10 +165,33 @@ describe("point-in-time restore of a database written by another process", () =>
     expect(listed.stdout).toContain(
       `warning: generation ${generation} holds transactions ${lost.lastTxn + 1}-${lastTxn} that no restore from this target can reach: transactions ${lost.firstTxn}-${lost.lastTxn} are missing here (a restore stops at ${lost.firstTxn - 1})`,
     );
+    // With the first segment gone too, a restore without a point is the snapshot alone: it says
+    // what it leaves out; a point in time past the gap is refused, not answered with an old state.
+    rmSync(join(target, "app", "generations", generation, "wal", segments[0]!.key));
+    const latestAfterLoss = await runCli(["restore", db, "--to", target, "--output", out("after-loss"), "--yes"]);
+    expect(latestAfterLoss.code, latestAfterLoss.stderr).toBe(0);
+    expect(latestAfterLoss.stdout).toContain(
+      `warning: Generation ${generation} on local has segments up to transaction ${lastTxn}, but transaction 1 is missing there, so the restore stops at 0.`,
+    );
+    const atEnd = await runCli([
+      "restore",
+      db,
+      "--to",
+      target,
+      "--output",
+      out("at-end"),
+      "--to-time",
+      new Date(lastCommit + 1000).toISOString(),
+    ]);
+    expect(atEnd.code).not.toBe(0);
+    expect(atEnd.stderr).toContain("NO_RESTORE_POINT");
+    expect(atEnd.stderr).toMatch(
+      /lacks transactions 1-\d+ there .* so its archived transactions \d+-\d+ cannot be applied/,
+    );
     const failed = await runCli(["verify", db, "--to", target, "--checksums-only"]);
     expect(failed.code).toBe(1);
     expect(failed.stdout).toContain(
-      `FAILED app local generation ${generation}: transactions ${lost.firstTxn}-${lost.lastTxn} are missing, so the archived transactions ${lost.lastTxn + 1}-${lastTxn} cannot be restored (a restore stops at ${lost.firstTxn - 1})`,
+      `FAILED app local generation ${generation}: transactions 1-${segments[0]!.lastTxn} are missing, so the archived transactions ${segments[0]!.lastTxn + 1}-${lastTxn} cannot be restored (a restore stops at 0)`,
     );
   }, 170_000);
 

@@ -335,6 +335,17 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
           },
         );
       }
+      if (!next && g.stranded && t > Date.parse(window.to)) {
+        // After the last window, with later transactions archived beyond missing ones: the state
+        // at that moment is unknown here (restoring the window's end would silently drop them).
+        throw new LifeboatError(
+          ErrorCodes.NO_RESTORE_POINT,
+          `${new Date(t).toISOString()} is not restorable from ${named.name}: generation ${g.generation} lacks transactions ${g.stranded.missingFrom}-${g.stranded.fromTxn - 1} there (committed after ${window.to}), so its archived transactions ${g.stranded.fromTxn}-${g.stranded.toTxn} cannot be applied.`,
+          {
+            hint: `Restore to ${window.to} or earlier (the last restorable moment), or from another target (--from); \`lifeboat verify\` checks the archive. Windows: ${describeWindows(g.windows)}.`,
+          },
+        );
+      }
       const w = window;
       const inWindow = g.segments.filter((s) => s.lastTxn > w.fromTxn && s.lastTxn <= w.toTxn);
       const after = inWindow.find((s) => s.lastObservedAt > t);

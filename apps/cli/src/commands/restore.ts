@@ -102,6 +102,7 @@ export function registerRestore(program: Command): void {
           out.line(
             `${result.dryRun ? "Would restore" : "Restored"} backup ${result.backupId} (${result.createdAt}, ${formatBytes(result.sizeBytes)}) from ${result.target} ${result.dryRun ? "to" : "into"} ${result.output}`,
           );
+          for (const warning of pit?.warnings ?? []) out.line(`warning: ${warning}`);
         }
         out.line(
           table(
