@@ -362,13 +362,43 @@ describe("replicator and point-in-time restore", () => {
     await replicator.sync();
     await replicator.stop();
     expect(events.filter((e) => e.type === "error").map((e) => e.type === "error" && e.error.message)).toEqual([
-      expect.stringMatching(/lost the archive of generation \w+: its lease and snapshots were deleted/),
+      expect.stringMatching(/lost archived data of generation \w+: its lease and snapshots were deleted/),
     ]);
     expect(events.filter((e) => e.type === "snapshot")).toHaveLength(2);
     expect(existsSync(join(dir, "backups", "app", "lifeboat.json"))).toBe(true);
     await restoreToPoint(db, { output: join(dir, "latest.db") });
     expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
   });
+
+  it("a target whose WAL segments were deleted gets a new snapshot when the sentinel check finds the first one gone", async () => {
+    const { dir, app, db, events } = await setup();
+    const replicator = new Replicator(db, { syncIntervalMs: 50, leaseTtlMs: 3000, onEvent: (e) => events.push(e) });
+    await replicator.start();
+    const insert = app.prepare("INSERT INTO t (v) VALUES (?)");
+    for (const v of ["one", "two", "three"]) {
+      insert.run(v);
+      await replicator.sync();
+    }
+    const [generation] = await listGenerations(new Repository(db.targets[0]!, db.name));
+    const wal = join(dir, "backups", "app", "generations", generation!.generation, "wal");
+    for (const name of readdirSync(wal)) rmSync(join(wal, name)); // an expiry rule on WAL objects
+    insert.run("four");
+    await replicator.sync();
+    const deadline = Date.now() + 10_000; // renewals every second, the sentinel every sixth
+    while (events.filter((e) => e.type === "snapshot").length < 2 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    insert.run("five");
+    await replicator.sync();
+    await replicator.stop();
+    expect(events.filter((e) => e.type === "error").map((e) => e.type === "error" && e.error.message)).toEqual([
+      expect.stringMatching(
+        /lost archived data of generation \w+: segment .* the first after its newest snapshot, was deleted/,
+      ),
+    ]);
+    await restoreToPoint(db, { output: join(dir, "latest.db") });
+    expect(databaseContentHash(join(dir, "latest.db"))).toBe(databaseContentHash(app));
+  }, 20_000);
 
   it("verifyArchive reads back every segment and names a damaged one and the transactions a missing one strands", async () => {
     const { dir, app, db, replicator } = await setup();

@@ -157,6 +157,9 @@ interface TargetState {
   backoffMs: number;
   retryTimer: NodeJS.Timeout | null;
   leaseHeld: boolean;
+  /** Key of the first segment shipped after this target's newest snapshot (see #checkSentinel). */
+  sentinel: string | null;
+  renewals: number;
 }
 
 interface PersistedState {
@@ -232,6 +235,9 @@ const IDLE_PIN_MS = 20;
  * the frames not yet in the database file are checkpointed (#checkpointIdle).
  */
 const IDLE_CHECKPOINT_MS = 1000;
+
+/** Every this many lease renewals, each target's sentinel segment is checked (#checkSentinel). */
+const SENTINEL_EVERY = 6;
 
 /** How often the WAL index is probed for new commits (ms). */
 const WAL_PROBE_MS = 5;
@@ -442,6 +448,8 @@ export class Replicator {
       backoffMs: 1000,
       retryTimer: null,
       leaseHeld: false,
+      sentinel: null,
+      renewals: 0,
     }));
   }
 
@@ -867,6 +875,7 @@ export class Replicator {
       if (this.#generation === generation && (t.generation !== generation || t.shipped < position)) {
         t.generation = generation;
         t.shipped = position;
+        t.sentinel = null;
       }
       shippedTo.push(t.repo.named.name);
       this.#kick(t);
@@ -1758,6 +1767,7 @@ export class Replicator {
       this.db.codecs.length === 0 ? { contentLength: segment.size } : {},
     );
     t.shipped = Math.max(t.shipped, segment.lastTxn); // a snapshot may have moved it further meanwhile
+    if (t.sentinel === null && t.generation === segment.generation) t.sentinel = key;
     this.#emit({
       type: "shipped",
       database: this.db.name,
@@ -1811,6 +1821,7 @@ export class Replicator {
       if (!t.leaseHeld) continue;
       try {
         if (!(await t.lease.renew())) await this.#checkTargetKept(t);
+        else if (++t.renewals % SENTINEL_EVERY === 0) await this.#checkSentinel(t);
       } catch (error) {
         if (isLifeboatError(error, ErrorCodes.LEASE_HELD)) t.leaseHeld = false;
         this.#targetFailed(t, error);
@@ -1829,10 +1840,32 @@ export class Replicator {
     if (!generation || t.generation !== generation) return; // it is getting a snapshot anyway
     const { snapshots } = await t.repo.listSnapshots();
     if (snapshots.some((s) => s.manifest.generation === generation)) return;
+    await this.#targetLost(t, "its lease and snapshots were deleted");
+  }
+
+  /**
+   * Every SENTINEL_EVERY lease renewals (a minute by default: one HEAD), the first segment shipped
+   * after the target's newest snapshot must still be there. Deleted (a cleanup job, an expiry
+   * rule on the WAL objects), no segment after it can be applied from `t` any more.
+   */
+  async #checkSentinel(t: TargetState): Promise<void> {
+    const key = t.sentinel;
+    const generation = this.#generation;
+    if (!key || !generation || t.generation !== generation) return;
+    try {
+      await t.repo.target.head(key);
+    } catch (error) {
+      if (!isLifeboatError(error, ErrorCodes.NOT_FOUND)) throw error;
+      if (t.sentinel === key)
+        await this.#targetLost(t, `segment ${key}, the first after its newest snapshot, was deleted`);
+    }
+  }
+
+  async #targetLost(t: TargetState, what: string): Promise<void> {
     this.#report(
       new LifeboatError(
         ErrorCodes.STORAGE_ERROR,
-        `${t.repo.where} lost the archive of generation ${generation}: its lease and snapshots were deleted while the replicator ran. A new snapshot is being taken for it; moments before that snapshot cannot be restored from this target.`,
+        `${t.repo.where} lost archived data of generation ${this.#generation}: ${what} while the replicator ran. A new snapshot is being taken for it; moments before that snapshot cannot be restored from this target.`,
         {
           plugin: "wal",
           hint: "Check who or what deletes files on the target (cleanup jobs, lifecycle rules, a wrong path).",
