@@ -391,6 +391,8 @@ export class Replicator {
   #rotatedAt = 0;
   #deletedReported = false;
   #stopped = false;
+  /** Aborts uploads still running when stop()'s time is up (a target that does not answer). */
+  readonly #stopAbort = new AbortController();
   #probeTimer: NodeJS.Timeout | null = null;
   #timer: NodeJS.Timeout | null = null;
   #checkpointer: CheckpointThread | null = null;
@@ -1761,11 +1763,10 @@ export class Replicator {
     );
     const bytes = segment.bytes;
     const body = bytes ? Readable.from([bytes]) : createReadStream(segment.file);
-    await t.repo.target.put(
-      key,
-      encodeChain(this.db.codecs, body),
-      this.db.codecs.length === 0 ? { contentLength: segment.size } : {},
-    );
+    await t.repo.target.put(key, encodeChain(this.db.codecs, body), {
+      signal: this.#stopAbort.signal,
+      ...(this.db.codecs.length === 0 ? { contentLength: segment.size } : {}),
+    });
     t.shipped = Math.max(t.shipped, segment.lastTxn); // a snapshot may have moved it further meanwhile
     if (t.sentinel === null && t.generation === segment.generation) t.sentinel = key;
     this.#emit({
@@ -1916,6 +1917,9 @@ export class Replicator {
     await this.#checkpointer?.close();
     this.#checkpointer = null;
     const deadline = Date.now() + timeoutMs;
+    // An upload to a target that does not answer waits out the storage client's timeouts and
+    // retries (minutes): at the deadline it is aborted, and what it held stays queued.
+    const abortAt = setTimeout(() => this.#stopAbort.abort(), timeoutMs);
     for (const t of this.#targets) {
       if (t.retryTimer) {
         clearTimeout(t.retryTimer);
@@ -1935,13 +1939,15 @@ export class Replicator {
       if (behind().some((t) => t.failing)) break;
       await new Promise((r) => setTimeout(r, 20));
     }
+    clearTimeout(abortAt);
     for (const t of this.#targets) {
       if (t.retryTimer) clearTimeout(t.retryTimer);
     }
     await this.#persist().catch(() => {});
     await this.#trimQueue().catch(() => {}); // what every target has saved leaves the queue now
     await withdraw(this.spool.dir).catch(() => {});
-    await this.#releaseLeases();
+    // A lease left behind expires on its own (leaseTtlMs); an unresponsive target must not hold the exit.
+    await Promise.race([this.#releaseLeases(), new Promise((r) => setTimeout(r, 5000).unref())]);
     this.#closeConnections();
     return { pending: behind().map((t) => ({ target: t.repo.named.name, shipped: t.shipped, txn: this.#txn })) };
   }
