@@ -306,6 +306,8 @@ describe("replicator and point-in-time restore", () => {
       "first run",
       expect.stringMatching(/-wal file was deleted while the replicator had it open/),
     ]);
+    const warned = events.find((e) => e.type === "error");
+    expect(warned?.type === "error" && warned.error.hint).toMatch(/--to-txn 1 --output recovered\.db/);
     // Before: the replicator, last to close, checkpointed the stale WAL into the new file and
     // deleted the app's WAL (by path) with its five commits.
     const after = new Database(path, { readonly: true });

@@ -1175,6 +1175,14 @@ export class Replicator {
     if (info && info.dev === this.#dbIdentity?.dev && info.ino === this.#dbIdentity?.ino) {
       reason = await this.#sideFilesReplaced();
       if (reason === null) return false;
+      if (this.#generation) {
+        this.#report(
+          new LifeboatError(ErrorCodes.STORAGE_ERROR, `${this.db.path}: ${reason}.`, {
+            plugin: "wal",
+            hint: `Commits that were only in the removed WAL are not in the database file now. The archive has every transaction up to ${this.#txn} of generation ${this.#generation}: \`lifeboat restore --generation ${this.#generation} --to-txn ${this.#txn} --output recovered.db\` gives that state back. Never delete a -wal or -shm while any connection has the database open.`,
+          }),
+        );
+      }
     }
     await this.#checkpointing;
     await this.#checkpointer?.close();
