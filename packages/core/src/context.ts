@@ -11,6 +11,8 @@ export interface DatabaseContext {
   readonly name: string;
   /** `name` was set in the config (else it is derived from the file name). */
   readonly explicitName?: boolean;
+  /** The file name as configured, before symlinks are resolved (what a derived `name` comes from). */
+  readonly fileName?: string;
   /** Absolute path of the database file. */
   readonly path: string;
   readonly declaredEnvironment: string | null;

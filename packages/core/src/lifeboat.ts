@@ -172,6 +172,7 @@ export class Lifeboat {
     return {
       name,
       explicitName: Boolean(db.name),
+      fileName: basename(db.path),
       // Through symlinks: SQLite keeps the -wal and -shm next to the real file, and a restore
       // must replace the real file, not the link.
       path: canonicalPath(isAbsolute(db.path) ? db.path : resolve(this.#baseDir, db.path)),

@@ -31,6 +31,15 @@ export interface NamedTarget {
   readonly target: StorageTarget;
 }
 
+/** What a Repository checks its folder's marker against: `db`'s configured file name (see the constructor). */
+export function repositorySource(db: {
+  readonly path: string;
+  readonly fileName?: string | undefined;
+  readonly explicitName?: boolean | undefined;
+}): { readonly path: string; readonly explicitName?: boolean | undefined } {
+  return { path: db.fileName ?? db.path, explicitName: db.explicitName };
+}
+
 export class Repository {
   readonly #initialised = { done: false };
   #markerChecked = false;

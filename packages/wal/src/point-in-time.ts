@@ -31,6 +31,7 @@ import {
   Repository,
   type RestorePlan,
   removeQuietly,
+  repositorySource,
   type SnapshotManifest,
   tableDiffs,
   tempPathFor,
@@ -86,7 +87,8 @@ export interface RestoreWindow {
 
 /** Every generation on a target with its snapshots and segments, oldest first. */
 export async function listGenerations(repo: Repository, options: OperationOptions = {}): Promise<GenerationInfo[]> {
-  const { snapshots } = await repo.listSnapshots(options);
+  // Segments first: a snapshot is stored before the segments that follow it, so a replicator
+  // writing meanwhile cannot make a listing show segments without their snapshot.
   const segmentsByGen = new Map<string, SegmentKeyInfo[]>();
   for await (const info of repo.target.list(keys.generations(repo.database), options)) {
     const seg = parseSegmentKey(info.key);
@@ -95,6 +97,7 @@ export async function listGenerations(repo: Repository, options: OperationOption
     list.push(seg);
     segmentsByGen.set(seg.generation, list);
   }
+  const { snapshots } = await repo.listSnapshots(options);
   const generations = new Set([...snapshots.map((s) => s.manifest.generation), ...segmentsByGen.keys()]);
   return [...generations].sort().map((generation) => {
     const snaps = snapshots
@@ -266,7 +269,7 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
   const failures: string[] = [];
   const warnings: string[] = [];
   for (const named of candidates) {
-    const repo = new Repository(named, db.name, { path: db.path, explicitName: db.explicitName });
+    const repo = new Repository(named, db.name, repositorySource(db));
     await repo.checkOwner(options);
     let generations: GenerationInfo[];
     try {

@@ -287,6 +287,7 @@ describe("replicator and point-in-time restore", () => {
     await replicator.start();
     app.prepare("INSERT INTO t (v) VALUES (?)").run("archived");
     await replicator.sync();
+    while (!events.some((e) => e.type === "shipped" && e.lastTxn >= 1)) await new Promise((r) => setTimeout(r, 10));
     app.close();
     const other = join(dir, "other.db");
     const source = new Database(other);

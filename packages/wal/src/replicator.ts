@@ -32,6 +32,7 @@ import {
   parseDuration,
   parseSize,
   Repository,
+  repositorySource,
   snapshotId,
   storeSnapshot,
 } from "@lifeboat/core";
@@ -52,7 +53,7 @@ import Database from "better-sqlite3";
 import { CheckpointThread } from "./checkpoint-thread.js";
 import { Lease } from "./lease.js";
 import { encodeSegment, type SegmentHeader, type SegmentPage, type SegmentTransaction } from "./segment-format.js";
-import { segmentKey } from "./segment-keys.js";
+import { parseSegmentKey, segmentKey } from "./segment-keys.js";
 import { announce, answer, takeRequests, withdraw } from "./snapshot-requests.js";
 import { Spool, type SpooledSegment } from "./spool.js";
 
@@ -160,6 +161,8 @@ interface TargetState {
   /** Key of the first segment shipped after this target's newest snapshot (see #checkSentinel). */
   sentinel: string | null;
   renewals: number;
+  /** Our lease was found gone: whether the generation's snapshot went with it is still to check. */
+  checkKept: boolean;
 }
 
 interface PersistedState {
@@ -439,7 +442,7 @@ export class Replicator {
     };
     this.spool = new Spool(options.queueDir ?? join(dirname(db.path), `.${basename(db.path)}.lifeboat`));
     this.#targets = db.targets.map((named) => ({
-      repo: new Repository(named, db.name, { path: db.path, explicitName: db.explicitName }),
+      repo: new Repository(named, db.name, repositorySource(db)),
       lease: new Lease(named.target, named.name, db.name, this.#o.leaseTtlMs),
       generation: null,
       shipped: 0,
@@ -452,6 +455,7 @@ export class Replicator {
       leaseHeld: false,
       sentinel: null,
       renewals: 0,
+      checkKept: false,
     }));
   }
 
@@ -590,6 +594,13 @@ export class Replicator {
     };
     const [wal, shm] = await Promise.all([id(this.walPath), id(`${this.db.path}-shm`)]);
     return { wal, shm };
+  }
+
+  /** The database file, its -wal or its -shm is no longer the one our connections opened. */
+  async #databaseChanged(): Promise<boolean> {
+    const info = await stat(this.db.path).catch(() => undefined);
+    if (!info || info.dev !== this.#dbIdentity?.dev || info.ino !== this.#dbIdentity?.ino) return true;
+    return (await this.#sideFilesReplaced()) !== null;
   }
 
   /** Why our connections no longer see the app's -wal or -shm (see #sideFiles), or null. */
@@ -877,8 +888,9 @@ export class Replicator {
       if (this.#generation === generation && (t.generation !== generation || t.shipped < position)) {
         t.generation = generation;
         t.shipped = position;
-        t.sentinel = null;
       }
+      // The sentinel is the first segment after the newest snapshot: older ones may be pruned.
+      if (this.#generation === generation) t.sentinel = null;
       shippedTo.push(t.repo.named.name);
       this.#kick(t);
     });
@@ -1175,11 +1187,14 @@ export class Replicator {
     if (info && info.dev === this.#dbIdentity?.dev && info.ino === this.#dbIdentity?.ino) {
       reason = await this.#sideFilesReplaced();
       if (reason === null) return false;
-      if (this.#generation) {
+      const generation = this.#generation;
+      if (generation) {
+        // What every target holds; transactions only queued here go with the old generation's queue.
+        const held = Math.min(...this.#targets.map((t) => (t.generation === generation ? t.shipped : 0)));
         this.#report(
           new LifeboatError(ErrorCodes.STORAGE_ERROR, `${this.db.path}: ${reason}.`, {
             plugin: "wal",
-            hint: `Commits that were only in the removed WAL are not in the database file now. The archive has every transaction up to ${this.#txn} of generation ${this.#generation}: \`lifeboat restore --generation ${this.#generation} --to-txn ${this.#txn} --output recovered.db\` gives that state back. Never delete a -wal or -shm while any connection has the database open.`,
+            hint: `Commits that were only in the removed WAL are not in the database file now. ${held > 0 ? `Every target holds transactions up to ${held} of generation ${generation}: \`lifeboat restore --generation ${generation} --to-txn ${held} --output recovered.db\` gives that state back (a target may hold more; see \`lifeboat list\`).` : "See `lifeboat list` for what the targets hold of the previous generation."} Never delete a -wal or -shm while any connection has the database open.`,
           }),
         );
       }
@@ -1744,6 +1759,10 @@ export class Replicator {
           }
           await this.#upload(t, segment);
           if (this.#generation !== generation) return;
+          if (t.generation !== generation) {
+            t.again = true; // lost its place meanwhile (#targetLost): the next pump takes a snapshot
+            return;
+          }
         }
       }
       if (t.failing) {
@@ -1775,7 +1794,7 @@ export class Replicator {
       signal: this.#stopAbort.signal,
       ...(this.db.codecs.length === 0 ? { contentLength: segment.size } : {}),
     });
-    t.shipped = Math.max(t.shipped, segment.lastTxn); // a snapshot may have moved it further meanwhile
+    if (t.generation === segment.generation) t.shipped = Math.max(t.shipped, segment.lastTxn); // a snapshot may have moved it further meanwhile
     if (t.sentinel === null && t.generation === segment.generation) t.sentinel = key;
     this.#emit({
       type: "shipped",
@@ -1829,8 +1848,11 @@ export class Replicator {
     for (const t of this.#targets) {
       if (!t.leaseHeld) continue;
       try {
-        if (!(await t.lease.renew())) await this.#checkTargetKept(t);
-        else if (++t.renewals % SENTINEL_EVERY === 0) await this.#checkSentinel(t);
+        if (!(await t.lease.renew())) t.checkKept = true;
+        if (t.checkKept) {
+          await this.#checkTargetKept(t); // until it completes: a failure leaves it pending
+          t.checkKept = false;
+        } else if (++t.renewals % SENTINEL_EVERY === 0) await this.#checkSentinel(t);
       } catch (error) {
         if (isLifeboatError(error, ErrorCodes.LEASE_HELD)) t.leaseHeld = false;
         this.#targetFailed(t, error);
@@ -1865,12 +1887,24 @@ export class Replicator {
       await t.repo.target.head(key);
     } catch (error) {
       if (!isLifeboatError(error, ErrorCodes.NOT_FOUND)) throw error;
+      if (t.sentinel !== key) return;
+      // Pruned after a newer snapshot (one stored while its segments were already shipped): fine.
+      const first = parseSegmentKey(key)?.firstTxn ?? 0;
+      const { snapshots } = await t.repo.listSnapshots();
+      if (snapshots.some((s) => s.manifest.generation === generation && s.manifest.position >= first)) {
+        if (t.sentinel === key) t.sentinel = null;
+        return;
+      }
       if (t.sentinel === key)
         await this.#targetLost(t, `segment ${key}, the first after its newest snapshot, was deleted`);
     }
   }
 
   async #targetLost(t: TargetState, what: string): Promise<void> {
+    t.generation = null; // the catch-up snapshot (#shipSnapshot) opens the folder again, marker first
+    t.shipped = 0;
+    t.sentinel = null;
+    t.repo.forgetOpened();
     this.#report(
       new LifeboatError(
         ErrorCodes.STORAGE_ERROR,
@@ -1881,10 +1915,6 @@ export class Replicator {
         },
       ),
     );
-    t.repo.forgetOpened();
-    await t.repo.open(); // its marker again
-    t.generation = null;
-    t.shipped = 0;
     this.#kick(t);
   }
 
@@ -1920,6 +1950,10 @@ export class Replicator {
     if (this.#snapshotTimer) clearInterval(this.#snapshotTimer);
     if (this.#persistTimer) clearTimeout(this.#persistTimer);
     await this.sync().catch((e) => this.#report(e));
+    // As SQLite's last connection would on close (ours never checkpoint on close, #closeConnections):
+    // the database file gets what the WAL holds, unless the files were replaced under us.
+    await this.#checkpointing;
+    if (this.#pins && this.#position && !(await this.#databaseChanged())) await this.#checkpoint(false).catch(() => {});
     this.#stopped = true;
     await this.#checkpointing;
     await this.#checkpointer?.close();
@@ -1939,9 +1973,11 @@ export class Replicator {
       for (const t of behind()) {
         if (!t.pumping) {
           t.pumping = true;
-          await this.#pump(t).finally(() => {
+          const pumped = this.#pump(t).finally(() => {
             t.pumping = false;
           });
+          // Opening the folder, the lease and a snapshot upload have no abort: not past the deadline.
+          await Promise.race([pumped, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
         }
       }
       if (behind().some((t) => t.failing)) break;

@@ -118,9 +118,12 @@ function gapProblems(
     return "unreadable";
   };
   if (windows.length === 0) {
-    const all = [...segments, ...unreadable];
-    const first = Math.min(...all.map((s) => s.firstTxn));
-    const last = Math.max(...all.map((s) => s.lastTxn));
+    let first = Number.POSITIVE_INFINITY;
+    let last = 0;
+    for (const s of [...segments, ...unreadable]) {
+      first = Math.min(first, s.firstTxn);
+      last = Math.max(last, s.lastTxn);
+    }
     return [
       `no snapshot of this generation can start a restore (its manifest is missing or failed its integrity check): its transactions ${first}-${last} cannot be restored`,
     ];
