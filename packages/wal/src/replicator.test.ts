@@ -382,6 +382,7 @@ describe("replicator and point-in-time restore", () => {
       insert.run(v);
       await replicator.sync();
     }
+    while (!events.some((e) => e.type === "shipped" && e.lastTxn >= 3)) await new Promise((r) => setTimeout(r, 10));
     const [generation] = await listGenerations(new Repository(db.targets[0]!, db.name));
     const wal = join(dir, "backups", "app", "generations", generation!.generation, "wal");
     for (const name of readdirSync(wal)) rmSync(join(wal, name)); // an expiry rule on WAL objects

@@ -596,13 +596,6 @@ export class Replicator {
     return { wal, shm };
   }
 
-  /** The database file, its -wal or its -shm is no longer the one our connections opened. */
-  async #databaseChanged(): Promise<boolean> {
-    const info = await stat(this.db.path).catch(() => undefined);
-    if (!info || info.dev !== this.#dbIdentity?.dev || info.ino !== this.#dbIdentity?.ino) return true;
-    return (await this.#sideFilesReplaced()) !== null;
-  }
-
   /** Why our connections no longer see the app's -wal or -shm (see #sideFiles), or null. */
   async #sideFilesReplaced(): Promise<string | null> {
     const now = await this.#sideFileIds();
@@ -1950,10 +1943,6 @@ export class Replicator {
     if (this.#snapshotTimer) clearInterval(this.#snapshotTimer);
     if (this.#persistTimer) clearTimeout(this.#persistTimer);
     await this.sync().catch((e) => this.#report(e));
-    // As SQLite's last connection would on close (ours never checkpoint on close, #closeConnections):
-    // the database file gets what the WAL holds, unless the files were replaced under us.
-    await this.#checkpointing;
-    if (this.#pins && this.#position && !(await this.#databaseChanged())) await this.#checkpoint(false).catch(() => {});
     this.#stopped = true;
     await this.#checkpointing;
     await this.#checkpointer?.close();
