@@ -3,7 +3,7 @@ import type { DatabaseContext, OperationOptions } from "./context.js";
 import { ErrorCodes, LifeboatError } from "./errors.js";
 import { checkGuards } from "./guards-check.js";
 import { newGenerationId, type SnapshotManifest, snapshotId } from "./layout.js";
-import { Repository, repositorySource } from "./repository.js";
+import { Repository } from "./repository.js";
 import { storeSnapshot } from "./snapshot-store.js";
 
 export interface BackupOptions extends OperationOptions {
@@ -40,7 +40,7 @@ export async function backup(db: DatabaseContext, options: BackupOptions = {}): 
   await checkGuards(db, "backup", false, {});
   await db.hooks.run("beforeBackup", { database: { name: db.name, path: db.path }, reason });
 
-  const repositories = db.targets.map((named) => new Repository(named, db.name, repositorySource(db)));
+  const repositories = db.targets.map((named) => new Repository(named, db.name, db));
   await Promise.all(repositories.map((repo) => repo.open({ ...(options.signal ? { signal: options.signal } : {}) })));
   const snapshot = await db.driver.snapshot(db.path, {
     integrity: db.integrity,

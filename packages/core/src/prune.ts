@@ -11,7 +11,7 @@
 import type { DatabaseContext, OperationOptions } from "./context.js";
 import { ErrorCodes, LifeboatError } from "./errors.js";
 import { keys, parseManifestKey, parseSegmentKey, type SegmentKeyInfo } from "./layout.js";
-import { Repository, repositorySource, type StoredSnapshot } from "./repository.js";
+import { Repository, type StoredSnapshot } from "./repository.js";
 import {
   chainProtectedSnapshots,
   planRetention,
@@ -55,7 +55,7 @@ export async function prune(db: DatabaseContext, options: PruneOptions = {}): Pr
   const results: PruneTargetResult[] = [];
   for (const named of db.targets) {
     try {
-      results.push(await pruneTarget(db, new Repository(named, db.name, repositorySource(db)), policy, options));
+      results.push(await pruneTarget(db, new Repository(named, db.name, db), policy, options));
     } catch (error) {
       if (error instanceof LifeboatError && error.code === ErrorCodes.INVALID_ARGUMENT) throw error; // no policy
       const wrapped =

@@ -31,36 +31,28 @@ export interface NamedTarget {
   readonly target: StorageTarget;
 }
 
-/** What a Repository checks its folder's marker against: `db`'s configured file name (see the constructor). */
-export function repositorySource(db: {
-  readonly path: string;
-  readonly fileName?: string | undefined;
-  readonly explicitName?: boolean | undefined;
-}): { readonly path: string; readonly explicitName?: boolean | undefined } {
-  return { path: db.fileName ?? db.path, explicitName: db.explicitName };
-}
-
 export class Repository {
   readonly #initialised = { done: false };
   #markerChecked = false;
-  /** File name the marker must name (unset: no check). */
-  readonly #file: string | undefined;
+  /** The database's file name as configured (recorded in a new marker). */
   readonly #sourceFile: string | undefined;
+  /** The marker must name #sourceFile (the folder's name was derived from it). */
+  readonly #checkFile: boolean;
 
   /**
-   * `source` lets the folder be checked. Created with it, the marker records the database's file
-   * name; a folder whose marker names another file is then refused, unless the folder's name was
-   * given explicitly (`name:` in the config): two files whose names map to one folder (`my app.db`,
-   * `my_app.db`) must not share it, while an explicit name is the user's choice (a renamed file
-   * keeps its archive that way).
+   * `source` (a DatabaseContext) lets the folder be checked. Created with it, the marker records
+   * the database's file name as configured (before symlinks are resolved); a folder whose marker
+   * names another file is then refused, unless the folder's name was given explicitly (`name:` in
+   * the config): two files whose names map to one folder (`my app.db`, `my_app.db`) must not share
+   * it, while an explicit name is the user's choice (a renamed file keeps its archive that way).
    */
   constructor(
     readonly named: NamedTarget,
     readonly database: string,
-    source?: { readonly path: string; readonly explicitName?: boolean | undefined },
+    source?: { readonly path: string; readonly fileName?: string; readonly explicitName?: boolean },
   ) {
-    this.#sourceFile = source === undefined ? undefined : basename(source.path);
-    this.#file = source?.explicitName ? undefined : this.#sourceFile;
+    this.#sourceFile = source && (source.fileName ?? basename(source.path));
+    this.#checkFile = source !== undefined && !source.explicitName;
   }
 
   get target(): StorageTarget {
@@ -100,7 +92,7 @@ export class Repository {
           { hint: "Upgrade Lifeboat to read it; nothing was changed." },
         );
       }
-      this.#checkFile(existing);
+      this.#checkOwnerFile(existing);
     }
     this.#initialised.done = true;
   }
@@ -120,18 +112,19 @@ export class Repository {
         { hint: "Upgrade Lifeboat to read it; nothing was changed." },
       );
     }
-    if (marker) this.#checkFile(marker);
+    if (marker) this.#checkOwnerFile(marker);
     this.#markerChecked = true;
   }
 
-  #checkFile(marker: RepositoryMarker): void {
-    if (this.#file === undefined || typeof marker.file !== "string" || marker.file === this.#file) return;
+  #checkOwnerFile(marker: RepositoryMarker): void {
+    const file = this.#sourceFile;
+    if (!this.#checkFile || typeof marker.file !== "string" || marker.file === file) return;
     throw new LifeboatError(
       ErrorCodes.ARCHIVE_MISMATCH,
-      `${this.where} holds the archive of "${marker.file}", not of "${this.#file}": both file names map to the folder "${this.database}".`,
+      `${this.where} holds the archive of "${marker.file}", not of "${file}": both file names map to the folder "${this.database}".`,
       {
-        hint: `Give this database a name of its own (\`name:\` in its entry of lifeboat.yml), or rename its file. If "${this.#file}" is "${marker.file}" renamed, set \`name: ${this.database}\` in its entry to keep this archive. Nothing was changed.`,
-        details: { folder: this.database, archived: marker.file, database: this.#file },
+        hint: `Give this database a name of its own (\`name:\` in its entry of lifeboat.yml), or rename its file. If "${file}" is "${marker.file}" renamed, set \`name: ${this.database}\` in its entry to keep this archive. Nothing was changed.`,
+        details: { folder: this.database, archived: marker.file, database: file },
       },
     );
   }

@@ -10,7 +10,7 @@ import { ErrorCodes, errnoCode, fsError, isLifeboatError, LifeboatError } from "
 import { fsyncDir, removeQuietly, tempPathFor } from "./fs-atomic.js";
 import { type ConfirmOptions, checkGuards } from "./guards-check.js";
 import type { SnapshotManifest } from "./layout.js";
-import { Repository, repositorySource, type StoredSnapshot } from "./repository.js";
+import { Repository, type StoredSnapshot } from "./repository.js";
 import type { DatabaseDescription, IntegrityMode, IntegrityResult } from "./source.js";
 
 export interface SelectOptions {
@@ -81,7 +81,7 @@ export async function selectSnapshot(
   }
   const failures: string[] = [];
   for (const named of candidates) {
-    const repo = new Repository(named, db.name, repositorySource(db));
+    const repo = new Repository(named, db.name, db);
     await repo.checkOwner({ signal: options.signal });
     let snapshots: StoredSnapshot[];
     try {

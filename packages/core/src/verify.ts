@@ -9,7 +9,7 @@ import { newTally, tally } from "./byte-streams.js";
 import type { DatabaseContext, OperationOptions } from "./context.js";
 import { removeQuietly } from "./fs-atomic.js";
 import { MANIFEST_FORMAT_VERSION, type VerificationRecord } from "./layout.js";
-import { mapLimit, Repository, repositorySource, type StoredSnapshot } from "./repository.js";
+import { mapLimit, Repository, type StoredSnapshot } from "./repository.js";
 import { download } from "./restore.js";
 import type { IntegrityResult } from "./source.js";
 
@@ -50,7 +50,7 @@ export async function verify(db: DatabaseContext, options: VerifyOptions = {}): 
   const targets = options.from ? db.targets.filter((t) => t.name === options.from) : db.targets;
   if (targets.length === 0) problems.push(`no target named ${options.from}`);
   for (const named of targets) {
-    const repo = new Repository(named, db.name, repositorySource(db));
+    const repo = new Repository(named, db.name, db);
     let snapshots: StoredSnapshot[];
     try {
       const listed = await repo.listSnapshots({ signal: options.signal });

@@ -31,7 +31,6 @@ import {
   Repository,
   type RestorePlan,
   removeQuietly,
-  repositorySource,
   type SnapshotManifest,
   tableDiffs,
   tempPathFor,
@@ -269,7 +268,7 @@ async function choose(db: DatabaseContext, options: PointInTimeOptions): Promise
   const failures: string[] = [];
   const warnings: string[] = [];
   for (const named of candidates) {
-    const repo = new Repository(named, db.name, repositorySource(db));
+    const repo = new Repository(named, db.name, db);
     await repo.checkOwner(options);
     let generations: GenerationInfo[];
     try {

@@ -32,7 +32,6 @@ import {
   parseDuration,
   parseSize,
   Repository,
-  repositorySource,
   snapshotId,
   storeSnapshot,
 } from "@lifeboat/core";
@@ -61,6 +60,16 @@ import { Spool, type SpooledSegment } from "./spool.js";
 interface FileId {
   readonly dev: number;
   readonly ino: number;
+}
+
+/** The identity of the file at `path`, or null when there is none. */
+async function fileId(path: string): Promise<FileId | null> {
+  const info = await stat(path).catch(() => undefined);
+  return info ? { dev: info.dev, ino: info.ino } : null;
+}
+
+function sameFile(a: FileId | null, b: FileId | null): boolean {
+  return a !== null && b !== null && a.dev === b.dev && a.ino === b.ino;
 }
 
 export interface ReplicatorOptions {
@@ -442,7 +451,7 @@ export class Replicator {
     };
     this.spool = new Spool(options.queueDir ?? join(dirname(db.path), `.${basename(db.path)}.lifeboat`));
     this.#targets = db.targets.map((named) => ({
-      repo: new Repository(named, db.name, repositorySource(db)),
+      repo: new Repository(named, db.name, db),
       lease: new Lease(named.target, named.name, db.name, this.#o.leaseTtlMs),
       generation: null,
       shipped: 0,
@@ -588,19 +597,14 @@ export class Replicator {
   }
 
   async #sideFileIds(): Promise<{ wal: FileId | null; shm: FileId | null }> {
-    const id = async (path: string) => {
-      const info = await stat(path).catch(() => undefined);
-      return info ? { dev: info.dev, ino: info.ino } : null;
-    };
-    const [wal, shm] = await Promise.all([id(this.walPath), id(`${this.db.path}-shm`)]);
+    const [wal, shm] = await Promise.all([fileId(this.walPath), fileId(`${this.db.path}-shm`)]);
     return { wal, shm };
   }
 
   /** Why our connections no longer see the app's -wal or -shm (see #sideFiles), or null. */
   async #sideFilesReplaced(): Promise<string | null> {
     const now = await this.#sideFileIds();
-    const moved = (was: FileId | null, is: FileId | null) =>
-      was !== null && (is === null || is.dev !== was.dev || is.ino !== was.ino);
+    const moved = (was: FileId | null, is: FileId | null) => was !== null && !sameFile(was, is);
     for (const [name, was, is] of [
       ["-wal", this.#sideFiles.wal, now.wal],
       ["-shm", this.#sideFiles.shm, now.shm],
@@ -962,11 +966,7 @@ export class Replicator {
    * steady stream of commits this never fires, so the pin still moves only as #syncOnce says.
    */
   #moveIdlePin(index: WalIndexHeader): void {
-    const position = this.#position;
-    if (!position || !this.#pins || this.#pinAtZero || this.#stopped) return;
-    if (!this.#continuity) return; // nothing proven yet (also while an unreadable WAL waits for its repair)
-    if (index.salt1 !== position.salt1 || index.salt2 !== position.salt2 || index.mxFrame !== position.frame) return;
-    if (Date.now() - this.#indexChangedAt < IDLE_PIN_MS) return;
+    if (this.#pinAtZero || !this.#idleAtEnd(index, IDLE_PIN_MS)) return;
     if (this.#pinnedFrame === index.mxFrame && index.nBackfill !== index.mxFrame) return;
     this.#release(this.#pin());
   }
@@ -979,16 +979,32 @@ export class Replicator {
    * and removes the -wal and -shm (safe without a replicator) would lose them from the database.
    */
   #checkpointIdle(index: WalIndexHeader): void {
-    const position = this.#position;
-    if (!position || !this.#pins || this.#stopped || this.#checkpointing || !this.#continuity) return;
+    if (this.#checkpointing || !this.#idleAtEnd(index, IDLE_CHECKPOINT_MS)) return;
     if (index.nBackfill >= index.mxFrame || this.#pinnedFrame !== index.mxFrame) return;
-    if (index.salt1 !== position.salt1 || index.salt2 !== position.salt2 || index.mxFrame !== position.frame) return;
-    if (Date.now() - this.#indexChangedAt < IDLE_CHECKPOINT_MS || Date.now() < this.#nextCheckpointAt) return;
+    if (Date.now() < this.#nextCheckpointAt) return;
     this.#checkpointing = this.#checkpoint(false)
       .catch((e) => this.#report(e))
       .finally(() => {
         this.#checkpointing = null;
       });
+  }
+
+  /**
+   * No commit for `ms`, everything up to the WAL's end shipped, and continuity proven (nothing is
+   * proven yet after opening, nor while an unreadable WAL waits for its repair).
+   */
+  #idleAtEnd(index: WalIndexHeader, ms: number): boolean {
+    const position = this.#position;
+    return (
+      position !== null &&
+      this.#pins !== null &&
+      !this.#stopped &&
+      this.#continuity &&
+      index.salt1 === position.salt1 &&
+      index.salt2 === position.salt2 &&
+      index.mxFrame === position.frame &&
+      Date.now() - this.#indexChangedAt >= ms
+    );
   }
 
   #serving = false;
@@ -1175,9 +1191,9 @@ export class Replicator {
    * #closeConnections) and reopened, and a new generation starts from a snapshot.
    */
   async #databaseReplaced(): Promise<boolean> {
-    const info = await stat(this.db.path).catch(() => undefined);
+    const info = await fileId(this.db.path);
     let reason: string | null = null;
-    if (info && info.dev === this.#dbIdentity?.dev && info.ino === this.#dbIdentity?.ino) {
+    if (sameFile(info, this.#dbIdentity)) {
       reason = await this.#sideFilesReplaced();
       if (reason === null) return false;
       const generation = this.#generation;
@@ -1444,9 +1460,9 @@ export class Replicator {
    * frames up to our pin's read mark, which is at or before what we shipped, so nothing unshipped
    * can be checkpointed away; when writes pause it completes, and the next writer restarts the WAL,
    * which #continuity recognises as the same history. When the app went on committing, a locked
-   * checkpoint follows at the next pass (#lockedCheckpoint), unless one is backing off.
+   * checkpoint follows at the next pass (#lockedCheckpoint), unless one is backing off; not
+   * with `thenLocked` false (the idle checkpoint, #checkpointIdle).
    */
-  /** PASSIVE on the thread; `thenLocked`: an incomplete one (or a pin left in the WAL) asks for a locked one. */
   async #checkpoint(thenLocked = true): Promise<void> {
     const at = this.#position;
     // Undefined when the thread is busy or failed; busy = 1 (and -1 frames) when another
@@ -1862,9 +1878,14 @@ export class Replicator {
   async #checkTargetKept(t: TargetState): Promise<void> {
     const generation = this.#generation;
     if (!generation || t.generation !== generation) return; // it is getting a snapshot anyway
-    const { snapshots } = await t.repo.listSnapshots();
-    if (snapshots.some((s) => s.manifest.generation === generation)) return;
+    if (await this.#hasSnapshot(t, generation, 0)) return;
     await this.#targetLost(t, "its lease and snapshots were deleted");
+  }
+
+  /** `t` holds a snapshot of `generation` at `position` or later. */
+  async #hasSnapshot(t: TargetState, generation: string, position: number): Promise<boolean> {
+    const { snapshots } = await t.repo.listSnapshots();
+    return snapshots.some((s) => s.manifest.generation === generation && s.manifest.position >= position);
   }
 
   /**
@@ -1882,9 +1903,7 @@ export class Replicator {
       if (!isLifeboatError(error, ErrorCodes.NOT_FOUND)) throw error;
       if (t.sentinel !== key) return;
       // Pruned after a newer snapshot (one stored while its segments were already shipped): fine.
-      const first = parseSegmentKey(key)?.firstTxn ?? 0;
-      const { snapshots } = await t.repo.listSnapshots();
-      if (snapshots.some((s) => s.manifest.generation === generation && s.manifest.position >= first)) {
+      if (await this.#hasSnapshot(t, generation, parseSegmentKey(key)?.firstTxn ?? 0)) {
         if (t.sentinel === key) t.sentinel = null;
         return;
       }
