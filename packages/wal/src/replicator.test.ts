@@ -287,7 +287,7 @@ describe("replicator and point-in-time restore", () => {
     await replicator.start();
     app.prepare("INSERT INTO t (v) VALUES (?)").run("archived");
     await replicator.sync();
-    while (!events.some((e) => e.type === "shipped" && e.lastTxn >= 1)) await new Promise((r) => setTimeout(r, 10));
+    await waitUntil(() => events.some((e) => e.type === "shipped" && e.lastTxn >= 1), "transaction 1 shipped");
     app.close();
     const other = join(dir, "other.db");
     const source = new Database(other);
@@ -331,12 +331,10 @@ describe("replicator and point-in-time restore", () => {
     const insert = app.prepare("INSERT INTO t (v) VALUES (?)");
     for (let i = 0; i < 30; i++) insert.run(`row ${i}`); // far below the checkpoint threshold
     await replicator.sync();
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline) {
+    await waitUntil(() => {
       const index = readWalIndexHeader(`${path}-shm`)!;
-      if (index.nBackfill === index.mxFrame) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+      return index.nBackfill === index.mxFrame;
+    }, "every frame in the database file");
     // The file alone (as `rm app.db-wal app.db-shm` would leave it) holds every commit.
     copyFileSync(path, join(dir, "file-only.db"));
     const alone = new Database(join(dir, "file-only.db"), { readonly: true });
@@ -357,10 +355,8 @@ describe("replicator and point-in-time restore", () => {
       insert.run(v);
       await replicator.sync();
     }
-    const deadline = Date.now() + 5000; // renewals every second with this TTL
-    while (events.filter((e) => e.type === "snapshot").length < 2 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    // Renewals every second with this TTL.
+    await waitUntil(() => events.filter((e) => e.type === "snapshot").length >= 2, "a second snapshot", 5000);
     insert.run("after the new snapshot");
     await replicator.sync();
     await replicator.stop();
@@ -382,16 +378,14 @@ describe("replicator and point-in-time restore", () => {
       insert.run(v);
       await replicator.sync();
     }
-    while (!events.some((e) => e.type === "shipped" && e.lastTxn >= 3)) await new Promise((r) => setTimeout(r, 10));
+    await waitUntil(() => events.some((e) => e.type === "shipped" && e.lastTxn >= 3), "transaction 3 shipped");
     const [generation] = await listGenerations(new Repository(db.targets[0]!, db.name));
     const wal = join(dir, "backups", "app", "generations", generation!.generation, "wal");
     for (const name of readdirSync(wal)) rmSync(join(wal, name)); // an expiry rule on WAL objects
     insert.run("four");
     await replicator.sync();
-    const deadline = Date.now() + 10_000; // renewals every second, the sentinel every sixth
-    while (events.filter((e) => e.type === "snapshot").length < 2 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    // Renewals every second, the sentinel every sixth.
+    await waitUntil(() => events.filter((e) => e.type === "snapshot").length >= 2, "a second snapshot");
     insert.run("five");
     await replicator.sync();
     await replicator.stop();
